@@ -1,0 +1,125 @@
+import Type, { type Static } from 'typebox'
+import Value from 'typebox/value'
+
+const Bool = Type.Union([Type.Literal('true'), Type.Literal('false')])
+
+/**
+ * The environment the service reads, as typebox sees it: every value is a string, so
+ * numbers and booleans are described by pattern and converted after validation. The
+ * description of each property is what an operator is told when the value is wrong.
+ */
+export const EnvSchema = Type.Object({
+  PORT: Type.Optional(Type.String({ pattern: '^[0-9]{1,5}$', description: 'a TCP port number (0-65535)' })),
+  HOST: Type.Optional(Type.String({ minLength: 1, description: 'a host name or address to listen on' })),
+  DATABASE_URL: Type.Optional(Type.String({ pattern: '^(mysql://.+|sqlite:.+)$', description: 'mysql://user:pass@host:port/db or sqlite:<path>' })),
+  STORAGE_DIR: Type.Optional(Type.String({ minLength: 1, description: 'a directory path' })),
+  USERS_FILE: Type.Optional(Type.String({ minLength: 1, description: 'a file path' })),
+  TOKEN_EXPIRY: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,7}$', description: 'a positive number of seconds' })),
+  ALLOW_PRIVATE_NETWORKS: Type.Optional(Type.Union([Bool], { description: "'true' or 'false'" })),
+  DOWNLOAD_TIMEOUT_MS: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,8}$', description: 'a positive number of milliseconds' })),
+  DOWNLOAD_CONCURRENCY: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,4}$', description: 'a positive integer' })),
+  DOWNLOAD_PER_HOST: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,4}$', description: 'a positive integer' })),
+  MAX_IMAGE_BYTES: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,11}$', description: 'a positive number of bytes' })),
+  MAX_ITEMS: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,6}$', description: 'a positive integer' })),
+  MAX_IMAGES: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,6}$', description: 'a positive integer' })),
+  BODY_LIMIT_BYTES: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,10}$', description: 'a positive number of bytes' })),
+  LOG_LEVEL: Type.Optional(Type.Union(
+    ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
+    { description: 'one of fatal, error, warn, info, debug, trace, silent' }
+  )),
+  PLANS: Type.Optional(Type.String({ pattern: '^[a-z][a-z0-9_-]*=[0-9]+(,[a-z][a-z0-9_-]*=[0-9]+)*$', description: 'plan=limit pairs, e.g. gold=100,silver=50,bronze=25' }))
+})
+
+export interface Config {
+  port: number
+  host: string
+  databaseUrl: string
+  storageDir: string
+  usersFile: string
+  tokenExpirySeconds: number
+  allowPrivateNetworks: boolean
+  downloadTimeoutMs: number
+  downloadConcurrency: number
+  downloadPerHost: number
+  maxImageBytes: number
+  maxItems: number
+  maxImages: number
+  bodyLimitBytes: number
+  logLevel: string
+  /** dumps admitted per rolling hour, by plan name */
+  plans: Record<string, number>
+}
+
+export const defaults: Config = {
+  port: 3000,
+  host: '127.0.0.1',
+  databaseUrl: 'sqlite:./data/image-dump.db',
+  storageDir: './data/images',
+  usersFile: './users.txt',
+  tokenExpirySeconds: 1200,
+  allowPrivateNetworks: false,
+  downloadTimeoutMs: 30_000,
+  downloadConcurrency: 64,
+  downloadPerHost: 16,
+  maxImageBytes: 25 * 1024 * 1024,
+  maxItems: 5_000,
+  maxImages: 20_000,
+  bodyLimitBytes: 16 * 1024 * 1024,
+  logLevel: 'info',
+  plans: { gold: 100, silver: 50, bronze: 25 }
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError'
+}
+
+export function parsePlans (text: string): Record<string, number> {
+  const plans: Record<string, number> = Object.create(null)
+  for (const pair of text.split(',')) {
+    const [name, limit] = pair.split('=') as [string, string]
+    plans[name] = Number(limit)
+  }
+  return plans
+}
+
+/**
+ * Reads the configuration from an environment. Throws a ConfigError naming the first
+ * bad variable and what was expected, so a mistyped value stops the start instead of
+ * silently falling back to a default.
+ */
+export function loadConfig (env: Record<string, string | undefined> = process.env): Config {
+  const known: Record<string, string> = {}
+  for (const key of Object.keys(EnvSchema.properties)) {
+    const value = env[key]
+    if (value !== undefined && value !== '') known[key] = value
+  }
+  const errors = Value.Errors(EnvSchema, known)
+  if (errors.length > 0) {
+    const first = errors[0]!
+    const name = first.instancePath.replace(/^\//, '')
+    const schema = (EnvSchema.properties as Record<string, { description?: string }>)[name]
+    throw new ConfigError(`${name}=${JSON.stringify(known[name])} is invalid: expected ${schema?.description ?? first.message}`)
+  }
+  const e = known as Static<typeof EnvSchema>
+  const int = (name: keyof typeof e, fallback: number): number => (e[name] === undefined ? fallback : Number(e[name]))
+  const config: Config = {
+    port: int('PORT', defaults.port),
+    host: e.HOST ?? defaults.host,
+    databaseUrl: e.DATABASE_URL ?? defaults.databaseUrl,
+    storageDir: e.STORAGE_DIR ?? defaults.storageDir,
+    usersFile: e.USERS_FILE ?? defaults.usersFile,
+    tokenExpirySeconds: int('TOKEN_EXPIRY', defaults.tokenExpirySeconds),
+    allowPrivateNetworks: e.ALLOW_PRIVATE_NETWORKS === 'true',
+    downloadTimeoutMs: int('DOWNLOAD_TIMEOUT_MS', defaults.downloadTimeoutMs),
+    downloadConcurrency: int('DOWNLOAD_CONCURRENCY', defaults.downloadConcurrency),
+    downloadPerHost: int('DOWNLOAD_PER_HOST', defaults.downloadPerHost),
+    maxImageBytes: int('MAX_IMAGE_BYTES', defaults.maxImageBytes),
+    maxItems: int('MAX_ITEMS', defaults.maxItems),
+    maxImages: int('MAX_IMAGES', defaults.maxImages),
+    bodyLimitBytes: int('BODY_LIMIT_BYTES', defaults.bodyLimitBytes),
+    logLevel: e.LOG_LEVEL ?? defaults.logLevel,
+    plans: e.PLANS === undefined ? { ...defaults.plans } : parsePlans(e.PLANS)
+  }
+  if (config.port > 65535) throw new ConfigError(`PORT=${JSON.stringify(e.PORT)} is invalid: expected a TCP port number (0-65535)`)
+  return config
+}

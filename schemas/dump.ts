@@ -1,0 +1,51 @@
+import Type, { type Static } from 'typebox'
+
+export const InternalErrorCodes = [
+  'TIMEOUT', 'DNS', 'CONNECTION', 'TLS', 'TOO_LARGE', 'NOT_AN_IMAGE',
+  'BLOCKED_ADDRESS', 'INVALID_URL', 'TOO_MANY_REDIRECTS', 'IO', 'INTERRUPTED'
+] as const
+export type InternalErrorCode = typeof InternalErrorCodes[number]
+
+export const ImageErrorSchema = Type.Union([
+  Type.Object({ type: Type.Literal('HTTP_ERROR'), httpStatus: Type.Integer(), message: Type.Optional(Type.String()) }),
+  Type.Object({
+    type: Type.Literal('INTERNAL_ERROR'),
+    code: Type.Union(InternalErrorCodes.map((c) => Type.Literal(c))),
+    message: Type.String()
+  })
+])
+export type ImageError = Static<typeof ImageErrorSchema>
+
+/** PENDING only appears in a stored record while its dump is still being processed. */
+export const ImageStatus = Type.Union([Type.Literal('SUCCESS'), Type.Literal('FAILURE'), Type.Literal('PENDING')])
+export const ProcessStatus = Type.Union([Type.Literal('SUCCESS'), Type.Literal('PARTIAL'), Type.Literal('FAILURE'), Type.Literal('PENDING')])
+
+export const ImageResultSchema = Type.Object({
+  imageId: Type.Integer(),
+  url: Type.String(),
+  status: ImageStatus,
+  location: Type.Optional(Type.String()),
+  contentType: Type.Optional(Type.String()),
+  bytes: Type.Optional(Type.Integer()),
+  sha256: Type.Optional(Type.String()),
+  error: Type.Optional(ImageErrorSchema)
+})
+export type ImageResult = Static<typeof ImageResultSchema>
+
+export const ItemResultSchema = Type.Object({
+  itemId: Type.Integer(),
+  name: Type.String(),
+  manufacturer: Type.Optional(Type.String()),
+  brand: Type.Optional(Type.String()),
+  category: Type.Optional(Type.String()),
+  processStatus: ProcessStatus,
+  images: Type.Array(ImageResultSchema)
+})
+export type ItemResult = Static<typeof ItemResultSchema>
+
+export const DumpResultSchema = Type.Object({
+  requestId: Type.Integer(),
+  status: ProcessStatus,
+  items: Type.Array(ItemResultSchema)
+})
+export type DumpResult = Static<typeof DumpResultSchema>
