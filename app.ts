@@ -1,0 +1,47 @@
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import fp from 'fastify-plugin'
+import type { Config } from './config.js'
+import persistence from './plugins/persistence.js'
+import users from './plugins/users.js'
+import auth from './plugins/auth.js'
+import contentNegotiation from './plugins/content-negotiation.js'
+import authRoutes from './routes/auth.js'
+import healthRoutes from './routes/health.js'
+
+/**
+ * The application: one plugin that registers each concern and the routes. It holds no
+ * logic of its own; everything it wires is a plugin usable on its own elsewhere.
+ */
+async function imageDump (fastify: FastifyInstance, { config }: { config: Config }): Promise<void> {
+  await fastify.register(persistence, { databaseUrl: config.databaseUrl })
+  await fastify.register(users, { usersFile: config.usersFile, plans: Object.keys(config.plans) })
+  await fastify.register(contentNegotiation, { maxItems: config.maxItems, maxImages: config.maxImages })
+  await fastify.register(auth, { tokenExpirySeconds: config.tokenExpirySeconds })
+
+  await fastify.register(healthRoutes)
+  await fastify.register(authRoutes)
+}
+
+// Not encapsulated, so an embedding app (and the tests) can reach the decorators.
+const imageDumpPlugin = fp(imageDump, { name: 'image-dump', fastify: '5.x' })
+export default imageDumpPlugin
+
+export function serverOptions (config: Config, overrides: FastifyServerOptions = {}): FastifyServerOptions {
+  return {
+    logger: { level: config.logLevel, redact: ['req.headers.authorization'] },
+    bodyLimit: config.bodyLimitBytes,
+    // a dump answers when every image has an outcome; keep the connection for that long
+    requestTimeout: 0,
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+    ...overrides
+  }
+}
+
+/** A ready-to-listen Fastify instance running the whole service. */
+export async function buildApp (config: Config, overrides: FastifyServerOptions = {}): Promise<FastifyInstance> {
+  const fastify = Fastify(serverOptions(config, overrides))
+  await fastify.register(imageDumpPlugin, { config })
+  await fastify.ready()
+  return fastify
+}

@@ -1,0 +1,20 @@
+import { Migrator, type Kysely, type Migration, type MigrationProvider } from 'kysely'
+import * as initial from './migrations/001_initial.js'
+
+// Migrations are imported, not read from a folder, so the same list runs from the
+// TypeScript sources (tests, dev) and from the compiled build.
+const migrations: Record<string, Migration> = {
+  '001_initial': initial
+}
+
+const provider: MigrationProvider = { getMigrations: async () => migrations }
+
+/** Brings the schema to the latest version. Kysely's migration lock makes concurrent starts safe. */
+export async function migrateToLatest (db: Kysely<any>): Promise<string[]> { // eslint-disable-line @typescript-eslint/no-explicit-any -- any schema
+  const { error, results } = await new Migrator({ db, provider }).migrateToLatest()
+  if (error !== undefined) {
+    const failed = results?.find((r) => r.status === 'Error')
+    throw new Error(`database migration ${failed?.migrationName ?? ''} failed: ${error instanceof Error ? error.message : String(error)}`, { cause: error })
+  }
+  return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName)
+}

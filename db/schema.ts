@@ -1,0 +1,45 @@
+import type { ColumnType, Generated, Insertable, Selectable } from 'kysely'
+
+/**
+ * The tables, as the brief named them. This interface is the single source of truth
+ * for their shape in code; db/migrations create the same shape on MySQL and SQLite.
+ */
+export interface UsersTable {
+  userid: Generated<number>
+  username: string
+  plan: string
+}
+
+export interface AuthenticationTable {
+  userid: number
+  /** PHC string of an argon2id hash of the client's SHA-256 password hash */
+  passwordhash: string
+}
+
+export interface TokensTable {
+  userid: number
+  user_secret: Buffer
+  last_updated: ColumnType<Date | string, Date | string | undefined, Date | string>
+}
+
+export interface RequestsTable {
+  id: Generated<number>
+  userid: number
+  dataformat: 'json' | 'xml'
+  /** The dump in its own format, with ids and statuses added; null until it is recorded. */
+  data: Buffer | null
+  /** true once every image has an outcome */
+  status: ColumnType<boolean | number, boolean | number | undefined, boolean | number>
+  created_at: ColumnType<Date | string, never, never>
+}
+
+export interface Database {
+  users: UsersTable
+  authentication: AuthenticationTable
+  tokens: TokensTable
+  requests: RequestsTable
+}
+
+export type User = Selectable<UsersTable>
+export type NewRequest = Insertable<RequestsTable>
+export type Engine = 'mysql' | 'sqlite'

@@ -1,0 +1,43 @@
+import formbody from '@fastify/formbody'
+import type { FastifyInstance } from 'fastify'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import { INVALID_CREDENTIALS, readCredentials } from '../plugins/auth.js'
+import { LoginBodySchema, TokenResponseSchema } from '../schemas/auth.js'
+import { isPasswordHash } from '../lib/password.js'
+import { ErrorSchema } from '../schemas/error.js'
+
+export default async function authRoutes (fastify: FastifyInstance): Promise<void> {
+  // Form bodies are a login convenience only; registered here, they stay out of the dumps routes.
+  await fastify.register(formbody)
+  const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
+
+  app.post('/v1/auth/token', {
+    schema: {
+      body: LoginBodySchema,
+      response: { 200: TokenResponseSchema, 400: ErrorSchema, 401: ErrorSchema, 429: ErrorSchema }
+    },
+    // The body is optional when credentials come in a Basic header.
+    preValidation: async (request) => {
+      if (request.body === undefined) {
+        const credentials = readCredentials(request)
+        if (credentials !== undefined) request.body = credentials
+      }
+    },
+    config: { xmlRoot: 'token' }
+  }, async (request, reply) => {
+    const retryAfter = await fastify.auth.loginThrottle.retryAfter(request)
+    if (retryAfter > 0) {
+      reply.header('Retry-After', retryAfter)
+      return reply.code(429).send({ statusCode: 429, error: 'Too Many Requests', message: `too many failed logins; try again in ${retryAfter} s` })
+    }
+    const { username, passwordHash } = request.body
+    const token = isPasswordHash(passwordHash) ? await fastify.auth.login(username, passwordHash) : undefined
+    if (token === undefined) {
+      await fastify.auth.loginThrottle.recordFailure(request)
+      reply.header('WWW-Authenticate', 'Basic realm="image-dump"')
+      return reply.code(401).send({ statusCode: 401, error: 'Unauthorized', message: INVALID_CREDENTIALS })
+    }
+    reply.header('Cache-Control', 'no-store')
+    return token
+  })
+}

@@ -1,0 +1,46 @@
+import t from 'tap'
+import { defaults, loadConfig } from '../config.js'
+
+t.test('an empty environment gives the documented defaults', async (t) => {
+  t.same(loadConfig({}), defaults)
+  t.equal(loadConfig({}).tokenExpirySeconds, 1200, 'tokens last 20 minutes by default')
+  t.same(loadConfig({}).plans, { gold: 100, silver: 50, bronze: 25 })
+})
+
+t.test('every variable is read and converted', async (t) => {
+  const config = loadConfig({
+    PORT: '8080', HOST: '0.0.0.0', DATABASE_URL: 'mysql://u:p@db:3306/x', STORAGE_DIR: '/srv/img',
+    USERS_FILE: '/etc/users.txt', TOKEN_EXPIRY: '60', ALLOW_PRIVATE_NETWORKS: 'true',
+    DOWNLOAD_TIMEOUT_MS: '5000', DOWNLOAD_CONCURRENCY: '8', DOWNLOAD_PER_HOST: '4', MAX_IMAGE_BYTES: '1000',
+    MAX_ITEMS: '10', MAX_IMAGES: '20', BODY_LIMIT_BYTES: '2048', LOG_LEVEL: 'warn', PLANS: 'gold=3,free=1'
+  })
+  t.match(config, {
+    port: 8080, host: '0.0.0.0', databaseUrl: 'mysql://u:p@db:3306/x', storageDir: '/srv/img',
+    usersFile: '/etc/users.txt', tokenExpirySeconds: 60, allowPrivateNetworks: true, downloadTimeoutMs: 5000,
+    downloadConcurrency: 8, downloadPerHost: 4, maxImageBytes: 1000, maxItems: 10, maxImages: 20,
+    bodyLimitBytes: 2048, logLevel: 'warn'
+  })
+  t.same({ ...config.plans }, { gold: 3, free: 1 })
+})
+
+t.test('a bad value stops the start, naming the variable and what was expected', async (t) => {
+  const cases: Array<[Record<string, string>, RegExp]> = [
+    [{ PORT: 'http' }, /^PORT="http" is invalid: expected a TCP port number/],
+    [{ PORT: '70000' }, /^PORT="70000" is invalid/],
+    [{ TOKEN_EXPIRY: '-5' }, /^TOKEN_EXPIRY="-5" is invalid: expected a positive number of seconds/],
+    [{ TOKEN_EXPIRY: '20m' }, /^TOKEN_EXPIRY="20m" is invalid/],
+    [{ DATABASE_URL: 'postgres://x' }, /^DATABASE_URL="postgres:\/\/x" is invalid: expected mysql:\/\//],
+    [{ ALLOW_PRIVATE_NETWORKS: 'yes' }, /^ALLOW_PRIVATE_NETWORKS="yes" is invalid: expected 'true' or 'false'/],
+    [{ DOWNLOAD_CONCURRENCY: '0' }, /^DOWNLOAD_CONCURRENCY="0" is invalid: expected a positive integer/],
+    [{ MAX_IMAGE_BYTES: '1e6' }, /^MAX_IMAGE_BYTES="1e6" is invalid/],
+    [{ LOG_LEVEL: 'verbose' }, /^LOG_LEVEL="verbose" is invalid: expected one of fatal/],
+    [{ PLANS: 'gold:100' }, /^PLANS="gold:100" is invalid: expected plan=limit pairs/]
+  ]
+  for (const [env, message] of cases) {
+    t.throws(() => loadConfig(env), { name: 'ConfigError', message }, JSON.stringify(env))
+  }
+})
+
+t.test('an empty variable counts as unset', async (t) => {
+  t.equal(loadConfig({ PORT: '' }).port, 3000)
+})

@@ -1,0 +1,55 @@
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import type { FastifyInstance } from 'fastify'
+import { buildApp } from '../../app.js'
+import { loadConfig, type Config } from '../../config.js'
+import { sha256Hex } from '../../lib/password.js'
+import type { Engine } from '../../db/schema.js'
+import { createTestDatabase, type TestDatabase } from './db.js'
+
+/** The sample users of users.txt, as the tests log in with them. */
+export const sampleUsers = {
+  gold: { username: 'alice', password: 'gold-password' },
+  silver: { username: 'bob', password: 'silver-password' },
+  bronze: { username: 'carol', password: 'bronze-password' }
+} as const
+
+interface Teardown { teardown: (fn: () => unknown) => void }
+
+export interface TestApp {
+  app: FastifyInstance
+  config: Config
+  database: TestDatabase
+  storageDir: string
+}
+
+/**
+ * The whole service on a fresh database and a fresh storage folder, built from the same
+ * configuration loader production uses; `env` overrides variables as an operator would.
+ */
+export async function buildTestApp (t: Teardown, engine: Engine, env: Record<string, string> = {}, database?: TestDatabase): Promise<TestApp> {
+  const db = database ?? await createTestDatabase(engine)
+  const storageDir = await mkdtemp(join(tmpdir(), 'image-dump-images-'))
+  const config = loadConfig({
+    DATABASE_URL: db.url,
+    STORAGE_DIR: storageDir,
+    USERS_FILE: new URL('../../users.txt', import.meta.url).pathname,
+    LOG_LEVEL: 'silent',
+    ALLOW_PRIVATE_NETWORKS: 'true',
+    ...env
+  })
+  const app = await buildApp(config)
+  t.teardown(async () => {
+    await app.close()
+    if (database === undefined) await db.drop()
+    await rm(storageDir, { recursive: true, force: true })
+  })
+  return { app, config, database: db, storageDir }
+}
+
+export async function login (app: FastifyInstance, username: string, password: string): Promise<string> {
+  const response = await app.inject({ method: 'POST', url: '/v1/auth/token', payload: { username, passwordHash: sha256Hex(password) } })
+  if (response.statusCode !== 200) throw new Error(`login as ${username} failed: ${response.statusCode} ${response.body}`)
+  return response.json().access_token
+}

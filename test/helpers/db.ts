@@ -1,0 +1,45 @@
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { randomBytes } from 'node:crypto'
+import { createConnection } from 'mysql2/promise'
+import type { Engine } from '../../db/schema.js'
+
+export interface TestDatabase {
+  engine: Engine
+  url: string
+  drop: () => Promise<void>
+}
+
+/** The engines a test file runs against: SQLite always, MariaDB/MySQL when MYSQL_URL is set. */
+export function enginesUnderTest (t: { comment: (message: string) => void }): Engine[] {
+  if (process.env.MYSQL_URL === undefined || process.env.MYSQL_URL === '') {
+    t.comment('MySQL tests skipped: MYSQL_URL is not set (e.g. MYSQL_URL=mysql://root@127.0.0.1:3306/test)')
+    return ['sqlite']
+  }
+  return ['sqlite', 'mysql']
+}
+
+/** A fresh, empty database of its own for one test: a temporary SQLite file or a new MySQL database. */
+export async function createTestDatabase (engine: Engine): Promise<TestDatabase> {
+  if (engine === 'sqlite') {
+    const dir = await mkdtemp(join(tmpdir(), 'image-dump-db-'))
+    return { engine, url: `sqlite:${join(dir, 'test.db')}`, drop: async () => { await rm(dir, { recursive: true, force: true }) } }
+  }
+  const base = new URL(process.env.MYSQL_URL!)
+  const name = `image_dump_test_${process.pid}_${randomBytes(4).toString('hex')}`
+  const admin = await createConnection({ uri: base.toString() })
+  await admin.query(`CREATE DATABASE \`${name}\``)
+  await admin.end()
+  const url = new URL(base)
+  url.pathname = `/${name}`
+  return {
+    engine,
+    url: url.toString(),
+    drop: async () => {
+      const conn = await createConnection({ uri: base.toString() })
+      await conn.query(`DROP DATABASE IF EXISTS \`${name}\``)
+      await conn.end()
+    }
+  }
+}

@@ -1,0 +1,74 @@
+import t from 'tap'
+import Fastify from 'fastify'
+import { sql } from 'kysely'
+import persistence from '../../plugins/persistence.js'
+import { connect } from '../../db/connect.js'
+import { migrateToLatest } from '../../db/migrate.js'
+import { createTestDatabase, enginesUnderTest } from '../helpers/db.js'
+
+for (const engine of enginesUnderTest(t)) {
+  t.test(`${engine}: migrations`, async (t) => {
+    const database = await createTestDatabase(engine)
+    t.teardown(database.drop)
+    const { db } = connect(database.url)
+    t.teardown(() => db.destroy())
+
+    t.same(await migrateToLatest(db), ['001_initial'], 'the first run applies the initial migration')
+    t.same(await migrateToLatest(db), [], 'a second run has nothing to do')
+
+    const tables = (await db.introspection.getTables()).map((table) => table.name).sort()
+    t.same(tables, ['authentication', 'requests', 'tokens', 'users'])
+    const columns = Object.fromEntries((await db.introspection.getTables()).map((table) => [table.name, table.columns.map((c) => c.name).sort()]))
+    t.same(columns.users, ['plan', 'userid', 'username'])
+    t.same(columns.authentication, ['passwordhash', 'userid'])
+    t.same(columns.tokens, ['last_updated', 'user_secret', 'userid'])
+    t.same(columns.requests, ['created_at', 'data', 'dataformat', 'id', 'status', 'userid'])
+
+    const user = await db.insertInto('users').values({ username: 'u', plan: 'gold' }).executeTakeFirstOrThrow()
+    const userid = Number(user.insertId)
+    const first = await db.insertInto('requests').values({ userid, dataformat: 'json', data: null }).executeTakeFirstOrThrow()
+    const second = await db.insertInto('requests').values({ userid, dataformat: 'xml', data: null }).executeTakeFirstOrThrow()
+    t.not(Number(first.insertId), Number(second.insertId), 'requests has its own key: one user may log many requests')
+
+    // a 5 MB blob: the brief's BLOB column would have stopped at 64 KiB
+    const big = Buffer.alloc(5 * 1024 * 1024, 0x61)
+    await db.updateTable('requests').set({ data: big }).where('id', '=', Number(first.insertId)).execute()
+    const row = await db.selectFrom('requests').select(['data', 'status', 'created_at']).where('id', '=', Number(first.insertId)).executeTakeFirstOrThrow()
+    t.equal(row.data?.length, big.length, 'the data column holds a large batch')
+    t.notOk(row.status, 'a new request row is incomplete')
+    t.ok(row.created_at, 'created_at is set by the database')
+  })
+
+  if (engine === 'mysql') {
+    t.test('mysql: several instances migrating one database at once', async (t) => {
+      const database = await createTestDatabase(engine)
+      t.teardown(database.drop)
+      const connections = [connect(database.url), connect(database.url), connect(database.url)]
+      t.teardown(() => Promise.all(connections.map(({ db }) => db.destroy())))
+      const applied = await Promise.all(connections.map(({ db }) => migrateToLatest(db)))
+      t.same(applied.flat(), ['001_initial'], 'exactly one instance applied the migration')
+    })
+  }
+
+  t.test(`${engine}: the plugin alone in a bare app`, async (t) => {
+    const database = await createTestDatabase(engine)
+    t.teardown(database.drop)
+    const app = Fastify()
+    await app.register(persistence, { databaseUrl: database.url })
+    await app.ready()
+    t.equal(app.persistence.engine, engine)
+    t.same(await app.persistence.health(), { ok: true })
+    const { rows } = await sql<{ n: number }>`SELECT COUNT(*) AS n FROM users`.execute(app.db)
+    t.equal(Number(rows[0]!.n), 0, 'the schema is in place')
+    await app.close()
+    const report = await app.persistence.health()
+    t.equal(report.ok, false, 'after close the database is reported unreachable')
+    t.match(report, { problem: /^database unreachable: / })
+  })
+}
+
+t.test('an unsupported database URL fails the registration with a clear message', async (t) => {
+  const app = Fastify()
+  app.register(persistence, { databaseUrl: 'postgres://user:secret@host/db' })
+  await t.rejects(app.ready(), { message: /unsupported database URL \(expected mysql:\/\/… or sqlite:…\): postgres:\/\/\*\*\*@host\/db/ })
+})
