@@ -5,8 +5,13 @@ import persistence from './plugins/persistence.js'
 import users from './plugins/users.js'
 import auth from './plugins/auth.js'
 import contentNegotiation from './plugins/content-negotiation.js'
+import imageFetcher from './plugins/image-fetcher.js'
+import quota from './plugins/quota.js'
+import dumps from './plugins/dumps.js'
 import authRoutes from './routes/auth.js'
+import dumpRoutes from './routes/dumps.js'
 import healthRoutes from './routes/health.js'
+import quotaRoutes from './routes/quota.js'
 
 /**
  * The application: one plugin that registers each concern and the routes. It holds no
@@ -17,9 +22,25 @@ async function imageDump (fastify: FastifyInstance, { config }: { config: Config
   await fastify.register(users, { usersFile: config.usersFile, plans: Object.keys(config.plans) })
   await fastify.register(contentNegotiation, { maxItems: config.maxItems, maxImages: config.maxImages })
   await fastify.register(auth, { tokenExpirySeconds: config.tokenExpirySeconds })
+  await fastify.register(quota, { plans: config.plans })
+  await fastify.register(imageFetcher, {
+    storageDir: config.storageDir,
+    timeoutMs: config.downloadTimeoutMs,
+    concurrency: config.downloadConcurrency,
+    perHost: config.downloadPerHost,
+    maxImageBytes: config.maxImageBytes,
+    allowPrivateNetworks: config.allowPrivateNetworks
+  })
+  await fastify.register(dumps, {
+    storageDir: config.storageDir,
+    // the embedded database belongs to this one process: whatever it left incomplete is interrupted
+    staleAfterMs: config.databaseUrl.startsWith('sqlite:') ? 0 : 60_000
+  })
 
   await fastify.register(healthRoutes)
   await fastify.register(authRoutes)
+  await fastify.register(quotaRoutes)
+  await fastify.register(dumpRoutes)
 }
 
 // Not encapsulated, so an embedding app (and the tests) can reach the decorators.

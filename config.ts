@@ -1,8 +1,6 @@
 import Type, { type Static } from 'typebox'
 import Value from 'typebox/value'
 
-const Bool = Type.Union([Type.Literal('true'), Type.Literal('false')])
-
 /**
  * The environment the service reads, as typebox sees it: every value is a string, so
  * numbers and booleans are described by pattern and converted after validation. The
@@ -15,7 +13,7 @@ export const EnvSchema = Type.Object({
   STORAGE_DIR: Type.Optional(Type.String({ minLength: 1, description: 'a directory path' })),
   USERS_FILE: Type.Optional(Type.String({ minLength: 1, description: 'a file path' })),
   TOKEN_EXPIRY: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,7}$', description: 'a positive number of seconds' })),
-  ALLOW_PRIVATE_NETWORKS: Type.Optional(Type.Union([Bool], { description: "'true' or 'false'" })),
+  ALLOW_PRIVATE_NETWORKS: Type.Optional(Type.Enum(['true', 'false'], { description: "'true' or 'false'" })),
   DOWNLOAD_TIMEOUT_MS: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,8}$', description: 'a positive number of milliseconds' })),
   DOWNLOAD_CONCURRENCY: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,4}$', description: 'a positive integer' })),
   DOWNLOAD_PER_HOST: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,4}$', description: 'a positive integer' })),
@@ -23,10 +21,8 @@ export const EnvSchema = Type.Object({
   MAX_ITEMS: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,6}$', description: 'a positive integer' })),
   MAX_IMAGES: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,6}$', description: 'a positive integer' })),
   BODY_LIMIT_BYTES: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,10}$', description: 'a positive number of bytes' })),
-  LOG_LEVEL: Type.Optional(Type.Union(
-    ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
-    { description: 'one of fatal, error, warn, info, debug, trace, silent' }
-  )),
+  LOG_LEVEL: Type.Optional(Type.Enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'],
+    { description: 'one of fatal, error, warn, info, debug, trace, silent' })),
   PLANS: Type.Optional(Type.String({ pattern: '^[a-z][a-z0-9_-]*=[0-9]+(,[a-z][a-z0-9_-]*=[0-9]+)*$', description: 'plan=limit pairs, e.g. gold=100,silver=50,bronze=25' }))
 })
 

@@ -28,9 +28,11 @@ export interface RequestsTable {
   dataformat: 'json' | 'xml'
   /** The dump in its own format, with ids and statuses added; null until it is recorded. */
   data: Buffer | null
-  /** true once every image has an outcome */
-  status: ColumnType<boolean | number, boolean | number | undefined, boolean | number>
+  /** 1 once every image has an outcome (a boolean, stored as 0/1 on both engines) */
+  status: ColumnType<number, number | undefined, number>
   created_at: ColumnType<Date | string, never, never>
+  /** last sign of life of the instance processing an incomplete row */
+  heartbeat_at: ColumnType<Date | string, Date | string | undefined, Date | string>
 }
 
 export interface Database {

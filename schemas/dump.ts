@@ -10,7 +10,7 @@ export const ImageErrorSchema = Type.Union([
   Type.Object({ type: Type.Literal('HTTP_ERROR'), httpStatus: Type.Integer(), message: Type.Optional(Type.String()) }),
   Type.Object({
     type: Type.Literal('INTERNAL_ERROR'),
-    code: Type.Union(InternalErrorCodes.map((c) => Type.Literal(c))),
+    code: Type.Enum(InternalErrorCodes),
     message: Type.String()
   })
 ])

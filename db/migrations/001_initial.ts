@@ -34,6 +34,9 @@ export async function up (db: Kysely<any>): Promise<void> { // eslint-disable-li
     .addColumn('data', mysql ? sql`LONGBLOB` : 'blob')
     .addColumn('status', 'boolean', (c) => c.notNull().defaultTo(false))
     .addColumn('created_at', timestamp, (c) => c.notNull().defaultTo(defaultNow))
+    // refreshed while a dump is processed, so a row left incomplete by a crashed
+    // instance can be told apart from one another instance is still working on
+    .addColumn('heartbeat_at', timestamp, (c) => c.notNull().defaultTo(defaultNow))
     .execute()
 
   await db.schema.createIndex('requests_userid_created_at').on('requests').columns(['userid', 'created_at']).execute()

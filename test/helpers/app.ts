@@ -8,12 +8,7 @@ import { sha256Hex } from '../../lib/password.js'
 import type { Engine } from '../../db/schema.js'
 import { createTestDatabase, type TestDatabase } from './db.js'
 
-/** The sample users of users.txt, as the tests log in with them. */
-export const sampleUsers = {
-  gold: { username: 'alice', password: 'gold-password' },
-  silver: { username: 'bob', password: 'silver-password' },
-  bronze: { username: 'carol', password: 'bronze-password' }
-} as const
+export { sampleUsers } from './users.js'
 
 interface Teardown { teardown: (fn: () => unknown) => void }
 

@@ -11,7 +11,7 @@ const usersFile = new URL('../../users.txt', import.meta.url).pathname
 const plans = ['gold', 'silver', 'bronze']
 
 /** persistence + users + auth in a bare app, with one protected route and no service routes */
-async function bareApp (t: Tap.Test, url: string, tokenExpirySeconds = 1200): Promise<FastifyInstance> {
+async function bareApp (t: { teardown: (fn: () => unknown) => void }, url: string, tokenExpirySeconds = 1200): Promise<FastifyInstance> {
   const app = Fastify()
   await app.register(persistence, { databaseUrl: url })
   await app.register(users, { usersFile, plans })

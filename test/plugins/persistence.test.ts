@@ -22,7 +22,7 @@ for (const engine of enginesUnderTest(t)) {
     t.same(columns.users, ['plan', 'userid', 'username'])
     t.same(columns.authentication, ['passwordhash', 'userid'])
     t.same(columns.tokens, ['last_updated', 'user_secret', 'userid'])
-    t.same(columns.requests, ['created_at', 'data', 'dataformat', 'id', 'status', 'userid'])
+    t.same(columns.requests, ['created_at', 'data', 'dataformat', 'heartbeat_at', 'id', 'status', 'userid'])
 
     const user = await db.insertInto('users').values({ username: 'u', plan: 'gold' }).executeTakeFirstOrThrow()
     const userid = Number(user.insertId)
@@ -70,5 +70,5 @@ for (const engine of enginesUnderTest(t)) {
 t.test('an unsupported database URL fails the registration with a clear message', async (t) => {
   const app = Fastify()
   app.register(persistence, { databaseUrl: 'postgres://user:secret@host/db' })
-  await t.rejects(app.ready(), { message: /unsupported database URL \(expected mysql:\/\/… or sqlite:…\): postgres:\/\/\*\*\*@host\/db/ })
+  await t.rejects(async () => { await app.ready() }, { message: /unsupported database URL \(expected mysql:\/\/… or sqlite:…\): postgres:\/\/\*\*\*@host\/db/ })
 })

@@ -1,0 +1,237 @@
+import { readdir, rm } from 'node:fs/promises'
+import { join, resolve, sep } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import fp from 'fastify-plugin'
+import { XMLParser } from 'fast-xml-parser'
+import type { FastifyInstance } from 'fastify'
+import { now, secondsAgo } from '../db/engine.js'
+import { contentTypeOfExtension } from '../lib/sniff.js'
+import { serializeDocument } from './content-negotiation.js'
+import type { Batch, BodyFormat } from '../schemas/batch.js'
+import type { DumpResult, ImageResult, ItemResult } from '../schemas/dump.js'
+import type { FetchOutcome } from './image-fetcher.js'
+import type { QuotaRecord } from './quota.js'
+import type { Principal } from './auth.js'
+
+export interface DumpsOptions {
+  /** image root; the same folder the image fetcher writes to */
+  storageDir: string
+  /** how often an instance marks the dumps it is processing as alive (default 15 s) */
+  heartbeatMs?: number
+  /**
+   * An incomplete row whose heartbeat is older than this is taken as left behind by a
+   * crash and completed as interrupted. 0 recovers every incomplete row at start: right
+   * for the embedded database, which one process owns (default 60 s).
+   */
+  staleAfterMs?: number
+}
+
+type Status = DumpResult['status']
+
+/** SUCCESS when every image succeeded, FAILURE when none did, PARTIAL in between. */
+export function statusOf (images: ReadonlyArray<{ status: string }>): Status {
+  const ok = images.filter((image) => image.status === 'SUCCESS').length
+  if (images.some((image) => image.status === 'PENDING')) return 'PENDING'
+  if (ok === images.length) return 'SUCCESS'
+  return ok === 0 ? 'FAILURE' : 'PARTIAL'
+}
+
+/** Numbers the items (1..n) and the images over the whole request (1..m), in order. */
+export function numberBatch (batch: Batch): ItemResult[] {
+  let imageId = 0
+  return batch.items.map((item, index) => ({
+    itemId: index + 1,
+    name: item.name,
+    ...(item.manufacturer === undefined ? {} : { manufacturer: item.manufacturer }),
+    ...(item.brand === undefined ? {} : { brand: item.brand }),
+    ...(item.category === undefined ? {} : { category: item.category }),
+    processStatus: 'PENDING',
+    images: item.images.map((url) => ({ imageId: ++imageId, url, status: 'PENDING' }))
+  }))
+}
+
+export function imageResult (requestId: number, image: ImageResult, outcome: FetchOutcome): ImageResult {
+  if (outcome.status === 'FAILURE') return { imageId: image.imageId, url: image.url, status: 'FAILURE', error: outcome.error }
+  return {
+    imageId: image.imageId,
+    url: image.url,
+    status: 'SUCCESS',
+    location: `/v1/dumps/${requestId}/images/${image.imageId}`,
+    contentType: outcome.contentType,
+    bytes: outcome.bytes,
+    sha256: outcome.sha256
+  }
+}
+
+/** Gives every image without an outcome the INTERRUPTED failure and recomputes the statuses. */
+export function interrupt (items: ItemResult[]): { items: ItemResult[], interrupted: number[] } {
+  const interrupted: number[] = []
+  const completed = items.map((item) => {
+    const images = item.images.map((image): ImageResult => {
+      if (image.status !== 'PENDING') return image
+      interrupted.push(Number(image.imageId))
+      return {
+        imageId: image.imageId,
+        url: image.url,
+        status: 'FAILURE',
+        error: { type: 'INTERNAL_ERROR' as const, code: 'INTERRUPTED' as const, message: 'the service stopped before this image had an outcome' }
+      }
+    })
+    return { ...item, images, processStatus: statusOf(images) }
+  })
+  return { items: completed, interrupted }
+}
+
+const asArray = <T>(value: T | T[] | undefined): T[] => (value === undefined ? [] : Array.isArray(value) ? value : [value])
+
+/** Reads a stored record back into its items, from either format. */
+export function readRecord (data: Buffer, format: BodyFormat): ItemResult[] {
+  if (format === 'json') return (JSON.parse(data.toString('utf8')) as { items: ItemResult[] }).items
+  const parser = new XMLParser({ parseTagValue: false, processEntities: true, htmlEntities: false, ignoreAttributes: true, ignoreDeclaration: true })
+  // A stored record was written by this service, but parse it as defensively as any XML.
+  const doc = parser.parse(data.toString('utf8')) as { result?: { items?: { item?: unknown } } }
+  return asArray(doc.result?.items?.item as ItemResult | ItemResult[] | undefined).map((item) => ({
+    ...item,
+    itemId: Number(item.itemId),
+    images: asArray((item.images as unknown as { image?: ImageResult | ImageResult[] } | undefined)?.image)
+      .map((image) => ({ ...image, imageId: Number(image.imageId) }))
+  }))
+}
+
+export function createDumpsService (fastify: FastifyInstance, options: DumpsOptions) {
+  const { db, engine } = fastify.persistence
+  const storageDir = resolve(options.storageDir)
+  const staleAfterMs = options.staleAfterMs ?? 60_000
+  // ids of the rows this instance is processing right now, for the heartbeat
+  const active = new Set<number>()
+
+  const folderOf = (userid: number, requestId: number): string => join(storageDir, String(userid), String(requestId))
+
+  async function write (requestId: number, values: { data: Buffer, status: number }): Promise<void> {
+    // The outcome is already on disk; a brief database hiccup must not lose its record.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await db.updateTable('requests').set({ ...values, heartbeat_at: now(engine) }).where('id', '=', requestId).execute()
+        return
+      } catch (error) {
+        if (attempt >= 4) throw Object.assign(new Error('the dump was processed but its record could not be written; it will be completed as interrupted'), { statusCode: 503, cause: error })
+        await sleep(100 * 2 ** attempt)
+      }
+    }
+  }
+
+  return {
+    /** The log row written at admission: the batch numbered, every image PENDING. */
+    admissionRecord (batch: Batch, format: BodyFormat): QuotaRecord {
+      const pending = { status: 'PENDING', items: numberBatch(batch) }
+      return { dataformat: format, data: Buffer.from(serializeDocument(pending, format, 'result')) }
+    },
+
+    /** Downloads every image of an admitted dump, records the outcome and returns it. */
+    async process (principal: Principal, requestId: number, batch: Batch, format: BodyFormat): Promise<DumpResult> {
+      active.add(requestId)
+      try {
+        const items = numberBatch(batch)
+        const target = `${principal.userid}/${requestId}`
+        const done = await Promise.all(items.map(async (item) => {
+          const images = await Promise.all(item.images.map(async (image) =>
+            imageResult(requestId, image, await fastify.imageFetcher.fetchImage(image.url, { dir: target, name: String(image.imageId) }))))
+          return { ...item, images, processStatus: statusOf(images) }
+        }))
+        const result: DumpResult = { requestId, status: statusOf(done.flatMap((item) => item.images)), items: done }
+        await write(requestId, { data: Buffer.from(serializeDocument(result, format, 'result')), status: 1 })
+        return result
+      } finally {
+        active.delete(requestId)
+      }
+    },
+
+    /** The logged record of one of the user's dumps, as stored. */
+    async find (userid: number, requestId: number): Promise<{ format: BodyFormat, data: Buffer, complete: boolean } | undefined> {
+      const row = await db.selectFrom('requests').select(['dataformat', 'data', 'status'])
+        .where('id', '=', requestId).where('userid', '=', userid).executeTakeFirst()
+      if (row === undefined || row.data === null) return undefined
+      return { format: row.dataformat, data: Buffer.from(row.data), complete: Boolean(row.status) }
+    },
+
+    /** The stored file of one image of one of the user's dumps. */
+    async image (userid: number, requestId: number, imageId: number): Promise<{ path: string, contentType: string } | undefined> {
+      const folder = folderOf(userid, requestId)
+      let names: string[]
+      try {
+        names = await readdir(folder)
+      } catch {
+        return undefined
+      }
+      const name = names.find((n) => n.startsWith(`${imageId}.`) && !n.endsWith('.part'))
+      const contentType = name === undefined ? undefined : contentTypeOfExtension(name.slice(name.indexOf('.') + 1))
+      if (name === undefined || contentType === undefined) return undefined
+      return { path: join(folder, name), contentType }
+    },
+
+    /**
+     * Completes rows left incomplete by a crash: images without an outcome become
+     * INTERRUPTED failures, their files (temporary or not) are removed, and the row is
+     * marked complete. Returns how many rows were completed.
+     */
+    async recoverInterrupted (olderThanMs = staleAfterMs): Promise<number> {
+      const rows = await db.selectFrom('requests').select(['id', 'userid', 'dataformat', 'data'])
+        .where('status', '=', 0)
+        .where('heartbeat_at', '<=', secondsAgo(engine, olderThanMs / 1000))
+        .execute()
+      let completed = 0
+      for (const row of rows) {
+        if (active.has(row.id)) continue
+        const { items, interrupted } = interrupt(row.data === null ? [] : readRecord(Buffer.from(row.data), row.dataformat))
+        const folder = folderOf(row.userid, row.id)
+        if (!folder.startsWith(storageDir + sep)) continue
+        const gone = new Set(interrupted.map(String))
+        const names = await readdir(folder).catch(() => [] as string[])
+        await Promise.all(names.filter((n) => n.endsWith('.part') || gone.has(n.slice(0, n.indexOf('.'))))
+          .map((n) => rm(join(folder, n), { force: true })))
+        const result = { requestId: row.id, status: statusOf(items.flatMap((item) => item.images)), items }
+        // only rows still incomplete: another instance may have finished or recovered it meanwhile
+        const update = await db.updateTable('requests')
+          .set({ data: Buffer.from(serializeDocument(result, row.dataformat, 'result')), status: 1 })
+          .where('id', '=', row.id).where('status', '=', 0)
+          .executeTakeFirst()
+        if (Number(update.numUpdatedRows) > 0) completed++
+      }
+      return completed
+    },
+
+    /** Marks this instance's dumps in progress as alive. */
+    async heartbeat (): Promise<void> {
+      if (active.size === 0) return
+      await db.updateTable('requests').set({ heartbeat_at: now(engine) }).where('id', 'in', [...active]).execute()
+    }
+  }
+}
+
+export type DumpsService = ReturnType<typeof createDumpsService>
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    dumps: DumpsService
+  }
+}
+
+async function dumps (fastify: FastifyInstance, options: DumpsOptions): Promise<void> {
+  const service = createDumpsService(fastify, options)
+  fastify.decorate('dumps', service)
+
+  const recovered = await service.recoverInterrupted()
+  if (recovered > 0) fastify.log.warn({ recovered }, 'completed dumps interrupted by a previous stop')
+
+  const logFailure = (what: string) => (error: unknown) => { fastify.log.error({ err: error }, what) }
+  const heartbeat = setInterval(() => { service.heartbeat().catch(logFailure('dump heartbeat failed')) }, options.heartbeatMs ?? 15_000)
+  const sweep = setInterval(() => { service.recoverInterrupted(Math.max(options.staleAfterMs ?? 60_000, 60_000)).catch(logFailure('recovery sweep failed')) }, 60_000)
+  heartbeat.unref()
+  sweep.unref()
+  fastify.addHook('onClose', async () => {
+    clearInterval(heartbeat)
+    clearInterval(sweep)
+  })
+}
+
+export default fp(dumps, { name: 'dumps', fastify: '5.x', dependencies: ['persistence', 'image-fetcher'] })

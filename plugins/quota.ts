@@ -1,0 +1,229 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+import fp from 'fastify-plugin'
+import rateLimit from '@fastify/rate-limit'
+import { sql, type Kysely, type Transaction } from 'kysely'
+import type { FastifyInstance, FastifyReply, FastifyRequest, preHandlerAsyncHookHandler } from 'fastify'
+import { msUntil, secondsAgo } from '../db/engine.js'
+import type { Database, Engine } from '../db/schema.js'
+import type { Principal } from './auth.js'
+
+export interface QuotaOptions {
+  /** dumps admitted per rolling window, by plan name */
+  plans: Record<string, number>
+  /** the rolling window, in seconds (default 3600) */
+  windowSeconds?: number
+  /** attempts of an admission transaction that hits a deadlock or lock timeout (default 4) */
+  maxAttempts?: number
+}
+
+/** What the log row of an admitted request holds; set by the route before the quota check. */
+export interface QuotaRecord {
+  dataformat: 'json' | 'xml'
+  data: Buffer | null
+}
+
+export interface Admission {
+  admitted: boolean
+  /** rows in the window, counting this one when admitted (or as if admitted when not) */
+  current: number
+  /** milliseconds until the oldest counted row leaves the window */
+  ttlMs: number
+  requestId?: number
+}
+
+export interface Usage {
+  plan: string
+  limit: number
+  used: number
+  remaining: number
+  /** seconds until the next slot frees (0 when a slot is free now) */
+  resetSeconds: number
+  windowSeconds: number
+}
+
+export class QuotaUnavailableError extends Error {
+  statusCode = 503
+  code = 'QUOTA_UNAVAILABLE'
+}
+
+// MySQL/MariaDB errors that mean "try the transaction again": deadlock, lock wait timeout.
+const TRANSIENT = new Set([1213, 1205])
+
+function isTransient (error: unknown): boolean {
+  const errno = (error as { errno?: unknown } | null)?.errno
+  return typeof errno === 'number' && TRANSIENT.has(errno)
+}
+
+/**
+ * The quota as plain functions over the request log. Admission is one transaction:
+ * lock the user's row (by primary key: locking an empty index range instead would take
+ * gap locks that deadlock concurrent inserts), count the user's rows of the last window
+ * by the database clock, and insert the new row only when under the limit. Every
+ * instance sharing the database serialises on that row lock, so the limit holds across
+ * processes, and nothing is kept in memory, so a restart forgets nothing.
+ */
+export function createQuotaService (db: Kysely<Database>, engine: Engine, options: QuotaOptions) {
+  const windowSeconds = options.windowSeconds ?? 3600
+  const maxAttempts = options.maxAttempts ?? 4
+
+  function limitFor (plan: string): number {
+    const limit = Object.hasOwn(options.plans, plan) ? options.plans[plan] : undefined
+    if (limit === undefined) throw new QuotaUnavailableError(`no quota is configured for plan "${plan}"`)
+    return limit
+  }
+
+  async function windowOf (trx: Kysely<Database> | Transaction<Database>, userid: number): Promise<{ count: number, ttlMs: number }> {
+    const row = await trx.selectFrom('requests')
+      .select((eb) => [eb.fn.countAll<number>().as('count'), eb.fn.min('created_at').as('oldest')])
+      .where('userid', '=', userid)
+      .where('created_at', '>', secondsAgo(engine, windowSeconds))
+      .executeTakeFirstOrThrow()
+    const count = Number(row.count)
+    if (count === 0) return { count, ttlMs: 0 }
+    const { rows } = await sql<{ ms: number }>`SELECT ${msUntil(engine, sql.val(row.oldest), windowSeconds)} AS ms`.execute(trx)
+    return { count, ttlMs: Math.max(0, Number(rows[0]!.ms)) }
+  }
+
+  async function admitOnce (userid: number, limit: number, record: QuotaRecord): Promise<Admission> {
+    const decide = async (trx: Kysely<Database> | Transaction<Database>): Promise<Admission> => {
+      if (engine === 'mysql') {
+        const locked = await trx.selectFrom('users').select('userid').where('userid', '=', userid).forUpdate().executeTakeFirst()
+        if (locked === undefined) throw new QuotaUnavailableError(`user ${userid} does not exist`)
+      }
+      const { count, ttlMs } = await windowOf(trx, userid)
+      if (count >= limit) return { admitted: false, current: count + 1, ttlMs }
+      const result = await trx.insertInto('requests')
+        .values({ userid, dataformat: record.dataformat, data: record.data, status: 0 })
+        .executeTakeFirstOrThrow()
+      return { admitted: true, current: count + 1, ttlMs: count === 0 ? windowSeconds * 1000 : ttlMs, requestId: Number(result.insertId) }
+    }
+    if (engine === 'mysql') return await db.transaction().execute(decide)
+    // SQLite has a single writer; BEGIN IMMEDIATE takes the write lock up front so the
+    // count and the insert cannot interleave with another connection's.
+    return await db.connection().execute(async (conn) => {
+      await sql`BEGIN IMMEDIATE`.execute(conn)
+      try {
+        const admission = await decide(conn)
+        await sql`COMMIT`.execute(conn)
+        return admission
+      } catch (error) {
+        await sql`ROLLBACK`.execute(conn)
+        throw error
+      }
+    })
+  }
+
+  return {
+    windowSeconds,
+    limitFor,
+
+    /** Admits and logs one request, or refuses it; never admits past the limit, never fails open. */
+    async admit (userid: number, limit: number, record: QuotaRecord): Promise<Admission> {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await admitOnce(userid, limit, record)
+        } catch (error) {
+          if (error instanceof QuotaUnavailableError) throw error
+          if (isTransient(error) && attempt < maxAttempts) {
+            await sleep(5 * 2 ** attempt + Math.random() * 20)
+            continue
+          }
+          const reason = error instanceof Error ? error.message : String(error)
+          throw new QuotaUnavailableError(`the quota cannot be checked right now (${reason}); nothing was admitted, try again`, { cause: error })
+        }
+      }
+    },
+
+    async usage (principal: Principal): Promise<Usage> {
+      const limit = limitFor(principal.plan)
+      const { count, ttlMs } = await windowOf(db, principal.userid)
+      return {
+        plan: principal.plan,
+        limit,
+        used: count,
+        remaining: Math.max(0, limit - count),
+        resetSeconds: count < limit ? 0 : Math.ceil(ttlMs / 1000),
+        windowSeconds
+      }
+    }
+  }
+}
+
+export type QuotaService = ReturnType<typeof createQuotaService> & {
+  /** preHandler for a route under quota: admits (and logs) the request or answers 429 */
+  enforce: preHandlerAsyncHookHandler
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    quota: QuotaService
+  }
+  interface FastifyRequest {
+    /** the log row to write if this request is admitted */
+    quotaRecord?: QuotaRecord
+    /** the id of the `requests` row written when this request was admitted */
+    admittedRequestId?: number
+  }
+}
+
+async function quota (fastify: FastifyInstance, options: QuotaOptions): Promise<void> {
+  const service = createQuotaService(fastify.persistence.db, fastify.persistence.engine, options)
+  // The rate limiter hands its store only a key; the key names the request, and this
+  // map (owned by this plugin instance) leads from the key back to it.
+  const inFlight = new Map<string, FastifyRequest>()
+
+  function principalOf (request: FastifyRequest): Principal {
+    if (request.principal === undefined) throw new Error('the quota applies to authenticated requests: register it after authentication')
+    return request.principal
+  }
+
+  // @fastify/rate-limit's store contract: incr(key, cb, timeWindow, max) → {current, ttl}.
+  class RequestsLogStore {
+    incr (key: string, cb: (error: Error | null, result?: { current: number, ttl: number }) => void, _timeWindow: number, max: number): void {
+      const request = inFlight.get(key)
+      if (request === undefined) {
+        cb(new QuotaUnavailableError('quota key without a request'))
+        return
+      }
+      const record = request.quotaRecord ?? { dataformat: request.bodyFormat ?? 'json', data: null }
+      service.admit(principalOf(request).userid, max, record).then((admission) => {
+        if (admission.admitted) request.admittedRequestId = admission.requestId
+        cb(null, { current: admission.current, ttl: admission.ttlMs })
+      }, (error: Error) => cb(error))
+    }
+
+    child (): RequestsLogStore {
+      return this
+    }
+  }
+
+  await fastify.register(rateLimit, {
+    global: false,
+    hook: 'preHandler',
+    enableDraftSpec: true,
+    store: RequestsLogStore,
+    skipOnError: false
+  })
+
+  const enforce = fastify.rateLimit({
+    max: async (request: FastifyRequest) => service.limitFor(principalOf(request).plan),
+    timeWindow: service.windowSeconds * 1000,
+    keyGenerator: (request: FastifyRequest) => {
+      const key = `${principalOf(request).userid}#${request.id}`
+      inFlight.set(key, request)
+      return key
+    },
+    errorResponseBuilder: (request: FastifyRequest, context: { max: number, ttl: number }) => {
+      const seconds = Math.max(1, Math.ceil(context.ttl / 1000))
+      return Object.assign(new Error(`quota exceeded: the ${request.principal?.plan ?? ''} plan allows ${context.max} dumps per ${service.windowSeconds / 60} minutes; the next slot frees in ${seconds} s`), { statusCode: 429 })
+    }
+  })
+
+  fastify.addHook('onResponse', async (request: FastifyRequest, _reply: FastifyReply) => {
+    if (request.principal !== undefined) inFlight.delete(`${request.principal.userid}#${request.id}`)
+  })
+
+  fastify.decorate('quota', Object.assign(service, { enforce: enforce as preHandlerAsyncHookHandler }))
+}
+
+export default fp(quota, { name: 'quota', fastify: '5.x', dependencies: ['persistence', 'auth'] })
