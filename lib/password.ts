@@ -8,7 +8,7 @@ import argon2 from 'argon2'
 // raised later and old hashes still verify.
 const OPTIONS = { type: argon2.argon2id, memoryCost: 19_456, timeCost: 2, parallelism: 1 } as const
 
-const HEX64 = /^[0-9a-f]{64}$/
+const HEX64 = /^[0-9a-f]{64}$/i
 
 /** Lowercase hex SHA-256 of the UTF-8 password: what a client sends as `passwordHash`. */
 export function sha256Hex (text: string): string {
