@@ -382,6 +382,13 @@ export function createImageFetcher (options: ImageFetcherOptions) {
     return await fsp.open(file, 'w')
   }
 
+  /** Stops reading a response; the connection is closed rather than drained. */
+  function abandon (body: Dispatcher.ResponseData['body']): void {
+    // destroying an unfinished undici body emits an abort error nobody else is listening for
+    body.on('error', () => {})
+    body.destroy()
+  }
+
   /** Streams a 2xx body to `<name>.part`, then renames it to `<name>.<ext>`. */
   async function save (
     res: Dispatcher.ResponseData,
@@ -391,7 +398,7 @@ export function createImageFetcher (options: ImageFetcherOptions) {
     const body = res.body
     const declared = Number(headerValue(res.headers['content-length']))
     if (Number.isFinite(declared) && declared > maxImageBytes) {
-      body.destroy()
+      abandon(body)
       throw failure('TOO_LARGE', `image is larger than ${maxImageBytes} bytes`)
     }
 
@@ -423,13 +430,13 @@ export function createImageFetcher (options: ImageFetcherOptions) {
         headLength += chunk.length
       }
     } catch (err) {
-      body.destroy()
+      abandon(body)
       throw err
     }
     const head = Buffer.concat(headChunks)
     const type = sniffImageType(head)
     if (type === null) {
-      body.destroy()
+      abandon(body)
       throw failure('NOT_AN_IMAGE', headLength === 0 ? 'the response body is empty' : 'the response is not a supported image')
     }
 
@@ -439,7 +446,7 @@ export function createImageFetcher (options: ImageFetcherOptions) {
     try {
       handle = await openPart(partFile, target.dirAbs)
     } catch (err) {
-      body.destroy()
+      abandon(body)
       throw ioFailure(err)
     }
 
@@ -471,7 +478,7 @@ export function createImageFetcher (options: ImageFetcherOptions) {
         throw ioFailure(err)
       }
     } catch (err) {
-      body.destroy()
+      abandon(body)
       // Unlinking an open file is fine on POSIX; the descriptor is closed by the stream.
       await fsp.rm(partFile, { force: true }).catch(() => {})
       throw err

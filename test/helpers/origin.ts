@@ -41,7 +41,7 @@
  *
  * Keys of the `-once` routes are remembered until `resetCounters()`; use a fresh key per test.
  */
-import { createServer, type IncomingMessage, type RequestListener, type ServerResponse } from 'node:http'
+import { createServer, type IncomingHttpHeaders, type IncomingMessage, type RequestListener, type ServerResponse } from 'node:http'
 import { createServer as createTlsServer } from 'node:https'
 import type { AddressInfo, Socket } from 'node:net'
 import { gzipSync } from 'node:zlib'
@@ -92,6 +92,8 @@ export interface Origin {
   readonly requests: number
   /** request paths (with query) in arrival order since start or the last resetCounters() */
   readonly paths: readonly string[]
+  /** the headers of those requests, same order as `paths` */
+  readonly requestHeaders: readonly IncomingHttpHeaders[]
   /** requests being answered right now */
   readonly inFlight: number
   /** the highest `inFlight` seen since start or the last resetCounters() */
@@ -128,6 +130,7 @@ export async function startOrigin (options: OriginOptions = {}): Promise<Origin>
   const idleWaiters: Array<() => void> = []
   let requestWaiters: Array<{ count: number, resolve: () => void }> = []
   let paths: string[] = []
+  let requestHeaders: IncomingHttpHeaders[] = []
   let inFlight = 0
   let maxInFlight = 0
   let connections = 0
@@ -273,6 +276,7 @@ export async function startOrigin (options: OriginOptions = {}): Promise<Origin>
 
   const listener: RequestListener = (req, res) => {
     paths.push(req.url ?? '')
+    requestHeaders.push(req.headers)
     inFlight++
     maxInFlight = Math.max(maxInFlight, inFlight)
     res.once('close', () => { inFlight-- })
@@ -310,12 +314,14 @@ export async function startOrigin (options: OriginOptions = {}): Promise<Origin>
     url: (path: string) => new URL(path, baseUrl).href,
     get requests () { return paths.length },
     get paths () { return paths },
+    get requestHeaders () { return requestHeaders },
     get inFlight () { return inFlight },
     get maxInFlight () { return maxInFlight },
     get connections () { return connections },
     get openConnections () { return sockets.size },
     resetCounters () {
       paths = []
+      requestHeaders = []
       maxInFlight = inFlight
       connections = 0
       seenKeys.clear()

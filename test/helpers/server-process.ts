@@ -1,0 +1,63 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { createServer } from 'node:net'
+import { createInterface } from 'node:readline'
+import { fileURLToPath } from 'node:url'
+
+const root = fileURLToPath(new URL('../..', import.meta.url))
+
+export interface ServerProcess {
+  child: ChildProcess
+  baseUrl: string
+  /** log lines (pino JSON) the process printed */
+  logs: string[]
+  /** resolves with the exit code (or signal) once the process has ended */
+  exited: Promise<number | NodeJS.Signals | null>
+  stop: (signal?: NodeJS.Signals) => Promise<number | NodeJS.Signals | null>
+}
+
+export async function freePort (): Promise<number> {
+  return await new Promise((resolve, reject) => {
+    const server = createServer()
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number }
+      server.close(() => resolve(port))
+    })
+  })
+}
+
+/**
+ * The real service in a process of its own, started from the TypeScript sources exactly as
+ * `npm run dev` would (without the watcher). Resolves once it logs that it is listening;
+ * rejects with its output if it exits first.
+ */
+export async function startServerProcess (env: Record<string, string>): Promise<ServerProcess> {
+  const port = env.PORT ?? String(await freePort())
+  const child = spawn(process.execPath, ['--import', 'tsx', 'server.ts'], {
+    cwd: root,
+    env: { ...process.env, HOST: '127.0.0.1', LOG_LEVEL: 'info', ...env, PORT: port },
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  const logs: string[] = []
+  const exited = new Promise<number | NodeJS.Signals | null>((resolve) => child.once('exit', (code, signal) => resolve(signal ?? code)))
+  let stderr = ''
+  child.stderr!.on('data', (chunk: Buffer) => { stderr += chunk.toString() })
+  const lines = createInterface({ input: child.stdout! })
+  await new Promise<void>((resolve, reject) => {
+    lines.on('line', (line) => {
+      logs.push(line)
+      if (line.includes('Server listening at')) resolve()
+    })
+    exited.then((code) => reject(new Error(`server exited (${String(code)}) before listening:\n${stderr}\n${logs.join('\n')}`)), reject)
+  })
+  return {
+    child,
+    baseUrl: `http://127.0.0.1:${port}`,
+    logs,
+    exited,
+    stop: async (signal = 'SIGTERM') => {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal)
+      return await exited
+    }
+  }
+}
