@@ -501,7 +501,7 @@ export function createImageFetcher (options: ImageFetcherOptions) {
   async function download (first: URL, target: { dirAbs: string, rel: string, name: string }): Promise<FetchOutcome> {
     const controller = new AbortController()
     const { signal } = controller
-    const deadline = Date.now() + timeoutMs
+    const deadline = performance.now() + timeoutMs
     const timer = setTimeout(() => controller.abort(new DeadlineExceeded()), timeoutMs)
     const onClose = (): void => controller.abort(new Interrupted())
     // close() may have run between the semaphore granting the slot and now
@@ -518,7 +518,7 @@ export function createImageFetcher (options: ImageFetcherOptions) {
       if (attempt >= retries) return false
       const backoff = BACKOFF_BASE_MS * 2 ** attempt + Math.random() * BACKOFF_BASE_MS
       const delay = Math.max(minDelayMs, backoff)
-      if (Date.now() + delay >= deadline) return false
+      if (performance.now() + delay >= deadline) return false
       attempt++
       await sleep(delay, undefined, { signal })
       return true

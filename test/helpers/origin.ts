@@ -115,6 +115,7 @@ export interface Origin {
 const PNG_SIGNATURE = makePng(0).subarray(0, 8)
 const HTML = Buffer.from('<!doctype html>\n<html><head><title>Not an image</title></head><body><p>hello</p></body></html>\n')
 const SVG = Buffer.from('<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="1" height="1"><rect width="1" height="1"/></svg>\n')
+// built on first use (10 MiB of zeros gzipped takes a moment); the same bytes every time
 let gzipBomb: Buffer | undefined
 
 function integer (value: string | null | undefined, fallback: number): number {

@@ -368,6 +368,11 @@ t.test('storage', async (t) => {
       const outcome = await fetcher.fetchImage(origin.url('/png/1'), target)
       t.match(outcome, { status: 'FAILURE', error: { type: 'INTERNAL_ERROR', code: 'IO' } }, JSON.stringify(target))
     }
+    for (const target of [null, undefined, 'x', { dir: 1, name: '1' }]) {
+      // JavaScript callers can pass anything; still an outcome, never an exception
+      const outcome = await fetcher.fetchImage(origin.url('/png/1'), target as unknown as { dir: string, name: string })
+      t.match(outcome, { status: 'FAILURE', error: { type: 'INTERNAL_ERROR', code: 'IO' } }, `target ${JSON.stringify(target)}`)
+    }
     t.same(await filesUnder(parent), [], 'nothing written, inside or outside storageDir')
     t.equal(origin.requests, 0, 'refused before downloading')
     // a dir that merely mentions dots but stays inside is fine
@@ -490,7 +495,8 @@ t.test('SSRF guard', async (t) => {
       open({ hostname: '127.0.0.1', protocol: 'http:', port: String(origin.port) }, (err, socket) => err === null ? resolve(socket) : reject(err))
     })
     t.ok(socket, 'an allowed address connects')
-    ;(socket as { destroy (): void }).destroy()
+    const connected = socket as { destroy (): void }
+    connected.destroy()
   })
 
   t.test('allowPrivateNetworks: true reaches loopback', async (t) => {
