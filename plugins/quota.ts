@@ -14,6 +14,11 @@ export interface QuotaOptions {
   windowSeconds?: number
   /** attempts of an admission transaction that hits a deadlock or lock timeout (default 4) */
   maxAttempts?: number
+  /**
+   * MySQL: how long one attempt may wait for the user's row lock, in seconds (default 5).
+   * The server's default of 50 s would hold a client that long before it hears anything.
+   */
+  lockWaitTimeoutSeconds?: number
 }
 
 /** What the log row of an admitted request holds; set by the route before the quota check. */
@@ -44,6 +49,12 @@ export interface Usage {
 export class QuotaUnavailableError extends Error {
   statusCode = 503
   code = 'QUOTA_UNAVAILABLE'
+  /** what the client is told; `message` may quote the database's error, which is for the log */
+  readonly publicMessage: string
+  constructor (message: string, options: ErrorOptions & { publicMessage?: string } = {}) {
+    super(message, options)
+    this.publicMessage = options.publicMessage ?? 'the quota cannot be checked right now; nothing was admitted, try again'
+  }
 }
 
 // MySQL/MariaDB errors that mean "try the transaction again": deadlock, lock wait timeout.
@@ -65,6 +76,7 @@ function isTransient (error: unknown): boolean {
 export function createQuotaService (db: Kysely<Database>, engine: Engine, options: QuotaOptions) {
   const windowSeconds = options.windowSeconds ?? 3600
   const maxAttempts = options.maxAttempts ?? 4
+  const lockWaitTimeout = Math.max(1, Math.round(options.lockWaitTimeoutSeconds ?? 5))
 
   function limitFor (plan: string): number {
     const limit = Object.hasOwn(options.plans, plan) ? options.plans[plan] : undefined
@@ -87,6 +99,7 @@ export function createQuotaService (db: Kysely<Database>, engine: Engine, option
   async function admitOnce (userid: number, limit: number, record: QuotaRecord): Promise<Admission> {
     const decide = async (trx: Kysely<Database> | Transaction<Database>): Promise<Admission> => {
       if (engine === 'mysql') {
+        await sql`SET SESSION innodb_lock_wait_timeout = ${sql.lit(lockWaitTimeout)}`.execute(trx)
         const locked = await trx.selectFrom('users').select('userid').where('userid', '=', userid).forUpdate().executeTakeFirst()
         if (locked === undefined) throw new QuotaUnavailableError(`user ${userid} does not exist`)
       }
@@ -129,7 +142,10 @@ export function createQuotaService (db: Kysely<Database>, engine: Engine, option
             continue
           }
           const reason = error instanceof Error ? error.message : String(error)
-          throw new QuotaUnavailableError(`the quota cannot be checked right now (${reason}); nothing was admitted, try again`, { cause: error })
+          throw new QuotaUnavailableError(`the quota cannot be checked right now (${reason}); nothing was admitted, try again`, {
+            cause: error,
+            publicMessage: 'the quota cannot be checked right now: the database is unavailable or busy; nothing was admitted, try again'
+          })
         }
       }
     },

@@ -169,3 +169,34 @@ t.test('an unknown plan is refused clearly', async (t) => {
   const app = await bareApp(t, database)
   t.throws(() => app.quota.limitFor('platinum'), { statusCode: 503, message: 'no quota is configured for plan "platinum"' })
 })
+
+t.test('mysql: a user row locked elsewhere is waited for a bounded time, retried, then answered 503', async (t) => {
+  if (!enginesUnderTest({ comment: () => {} }).includes('mysql')) {
+    t.skip('needs MYSQL_URL')
+    return
+  }
+  const database = await createTestDatabase('mysql')
+  t.teardown(database.drop)
+  const app = Fastify()
+  await app.register(persistence, { databaseUrl: database.url })
+  await app.register(users, { usersFile, plans: Object.keys(plans) })
+  await app.register(auth, { tokenExpirySeconds: 1200 })
+  await app.register(quota, { plans, lockWaitTimeoutSeconds: 1, maxAttempts: 2 })
+  await app.ready()
+  t.teardown(() => app.close())
+  const carol = (await app.users.findByUsername('carol'))!
+
+  // another transaction holds carol's row lock, as a stuck admission elsewhere would
+  const { createConnection } = await import('mysql2/promise')
+  const holder = await createConnection({ uri: database.url })
+  t.teardown(() => holder.end())
+  await holder.query('START TRANSACTION')
+  await holder.query('SELECT userid FROM users WHERE userid = ? FOR UPDATE', [carol.userid])
+
+  const error = await app.quota.admit(carol.userid, 25, { dataformat: 'json', data: null }).catch((e: unknown) => e)
+  t.match(error, { statusCode: 503, message: /the quota cannot be checked right now \(.*Lock wait timeout/ }, 'two attempts of one second, then 503')
+  await holder.query('ROLLBACK')
+  t.equal(await rowsOf(app, 'carol'), 0, 'nothing was admitted')
+  const admitted = await app.quota.admit(carol.userid, 25, { dataformat: 'json', data: null })
+  t.equal(admitted.admitted, true, 'once the lock is released, admission works again')
+})

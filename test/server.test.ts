@@ -1,0 +1,52 @@
+import t from 'tap'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { request } from 'undici'
+import { sha256Hex } from '../lib/password.js'
+import { startOrigin } from './helpers/origin.js'
+import { startServerProcess } from './helpers/server-process.js'
+import { sampleUsers } from './helpers/users.js'
+
+const dir = await mkdtemp(join(tmpdir(), 'image-dump-server-'))
+t.teardown(() => rm(dir, { recursive: true, force: true }))
+const env = (name: string) => ({ DATABASE_URL: `sqlite:${join(dir, `${name}.db`)}`, STORAGE_DIR: join(dir, name), ALLOW_PRIVATE_NETWORKS: 'true' })
+
+t.test('a bad configuration value stops the start, naming the variable', async (t) => {
+  await t.rejects(startServerProcess({ ...env('config'), TOKEN_EXPIRY: 'twenty minutes' }),
+    { message: /exited \(78\) before listening:\nimage-dump: configuration error: TOKEN_EXPIRY="twenty minutes" is invalid: expected a positive number of seconds/ })
+})
+
+t.test('a bad users file stops the start, naming the line', async (t) => {
+  const usersFile = join(dir, 'users.txt')
+  await writeFile(usersFile, 'username,password,plan\nann,pw,gold\nbob,pw,diamond\n')
+  await t.rejects(startServerProcess({ ...env('users'), USERS_FILE: usersFile }),
+    { message: /exited \(1\) before listening:\nimage-dump: failed to start: .*users\.txt line 3: unknown plan "diamond"/ })
+})
+
+t.test('SIGTERM lets the dump in flight finish, then the process exits cleanly', async (t) => {
+  const origin = await startOrigin()
+  t.teardown(() => origin.close())
+  const server = await startServerProcess(env('graceful'))
+  t.teardown(() => server.stop('SIGKILL'))
+  const login = await request(`${server.baseUrl}/v1/auth/token`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ username: sampleUsers.gold.username, passwordHash: sha256Hex(sampleUsers.gold.password) })
+  })
+  const { access_token: token } = await login.body.json() as { access_token: string }
+  const images = Array.from({ length: 4 }, (_, i) => origin.url(`/delay/300/png/${i}`))
+  const dump = request(`${server.baseUrl}/v1/dumps`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ items: [{ name: 'in flight', images }] })
+  })
+  await origin.waitForRequests(4)
+  server.child.kill('SIGTERM')
+  const response = await dump
+  t.equal(response.statusCode, 200, 'the dump in flight is answered')
+  const body = await response.body.json() as { status: string }
+  t.equal(body.status, 'SUCCESS', 'with every image downloaded')
+  t.equal(await server.exited, 0, 'then the process exits with 0')
+  t.ok(server.logs.some((line) => line.includes('shutting down')), 'and says it is shutting down')
+})
