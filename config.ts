@@ -23,7 +23,9 @@ export const EnvSchema = Type.Object({
   BODY_LIMIT_BYTES: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,10}$', description: 'a positive number of bytes' })),
   LOG_LEVEL: Type.Optional(Type.Enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'],
     { description: 'one of fatal, error, warn, info, debug, trace, silent' })),
-  PLANS: Type.Optional(Type.String({ pattern: '^[a-z][a-z0-9_-]*=[0-9]+(,[a-z][a-z0-9_-]*=[0-9]+)*$', description: 'plan=limit pairs, e.g. gold=100,silver=50,bronze=25' }))
+  PLANS: Type.Optional(Type.String({ pattern: '^[a-z][a-z0-9_-]*=[0-9]+(,[a-z][a-z0-9_-]*=[0-9]+)*$', description: 'plan=limit pairs, e.g. gold=100,silver=50,bronze=25' })),
+  // Below a second the heartbeat (a quarter of it) would hammer the database for little gain.
+  RECOVERY_STALE_MS: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{3,8}$', description: 'a number of milliseconds, at least 1000' }))
 })
 
 export interface Config {
@@ -44,6 +46,11 @@ export interface Config {
   logLevel: string
   /** dumps admitted per rolling hour, by plan name */
   plans: Record<string, number>
+  /**
+   * MySQL: an incomplete dump whose instance has not marked it alive for this long is
+   * taken as left behind by a crash and completed as interrupted, by any instance
+   */
+  recoveryStaleMs: number
 }
 
 export const defaults: Config = {
@@ -62,7 +69,8 @@ export const defaults: Config = {
   maxImages: 20_000,
   bodyLimitBytes: 16 * 1024 * 1024,
   logLevel: 'info',
-  plans: { gold: 100, silver: 50, bronze: 25 }
+  plans: { gold: 100, silver: 50, bronze: 25 },
+  recoveryStaleMs: 60_000
 }
 
 export class ConfigError extends Error {
@@ -114,7 +122,8 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     maxImages: int('MAX_IMAGES', defaults.maxImages),
     bodyLimitBytes: int('BODY_LIMIT_BYTES', defaults.bodyLimitBytes),
     logLevel: e.LOG_LEVEL ?? defaults.logLevel,
-    plans: e.PLANS === undefined ? { ...defaults.plans } : parsePlans(e.PLANS)
+    plans: e.PLANS === undefined ? { ...defaults.plans } : parsePlans(e.PLANS),
+    recoveryStaleMs: int('RECOVERY_STALE_MS', defaults.recoveryStaleMs)
   }
   if (config.port > 65535) throw new ConfigError(`PORT=${JSON.stringify(e.PORT)} is invalid: expected a TCP port number (0-65535)`)
   return config

@@ -524,7 +524,9 @@ function statusOf (error: unknown, replyStatus: number | undefined): number {
 /**
  * The `{statusCode, error, message}` answer for an error. 4xx messages are the error's
  * own (Fastify's body-limit and media-type errors are reworded to name the setting and
- * what is accepted); 5xx get a generic message, the real one goes to the log only.
+ * what is accepted); 5xx get a generic message, the real one goes to the log only,
+ * unless the error carries a `publicMessage`: words written for the client, without the
+ * internals (database errors name hosts and ports) that its `message` may hold.
  */
 export function buildErrorBody (error: unknown, context: ErrorContext = {}): ErrorBody {
   const code = typeof error === 'object' && error !== null ? (error as { code?: unknown }).code : undefined
@@ -548,7 +550,10 @@ export function buildErrorBody (error: unknown, context: ErrorContext = {}): Err
   }
 
   if (statusCode >= 500) {
-    message = 'the server could not complete the request; the failure is in the service log'
+    const publicMessage = typeof error === 'object' && error !== null ? (error as { publicMessage?: unknown }).publicMessage : undefined
+    message = typeof publicMessage === 'string' && publicMessage !== ''
+      ? publicMessage
+      : 'the server could not complete the request; the failure is in the service log'
   } else if (message === '') {
     message = STATUS_CODES[statusCode] ?? 'Error'
   }

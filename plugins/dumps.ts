@@ -16,14 +16,24 @@ import type { Principal } from './auth.js'
 export interface DumpsOptions {
   /** image root; the same folder the image fetcher writes to */
   storageDir: string
-  /** how often an instance marks the dumps it is processing as alive (default 15 s) */
+  /** how often an instance marks the dumps it is processing as alive (default a quarter of staleAfterMs, at most 15 s) */
   heartbeatMs?: number
   /**
    * An incomplete row whose heartbeat is older than this is taken as left behind by a
-   * crash and completed as interrupted. 0 recovers every incomplete row at start: right
-   * for the embedded database, which one process owns (default 60 s).
+   * crash and completed as interrupted, at start and by a sweep that runs as often (at
+   * least every 60 s). 0 recovers every incomplete row at start, right for the embedded
+   * database, which one process owns; its sweep then waits for 60 s (default 60 s).
    */
   staleAfterMs?: number
+}
+
+/** The answer to a dump whose outcome could not be recorded; its images were discarded. */
+export class DumpNotRecordedError extends Error {
+  readonly statusCode = 503
+  readonly code = 'DUMP_NOT_RECORDED'
+  constructor (message: string, readonly publicMessage: string, options?: ErrorOptions) {
+    super(message, options)
+  }
 }
 
 type Status = DumpResult['status']
@@ -107,17 +117,39 @@ export function createDumpsService (fastify: FastifyInstance, options: DumpsOpti
 
   const folderOf = (userid: number, requestId: number): string => join(storageDir, String(userid), String(requestId))
 
-  async function write (requestId: number, values: { data: Buffer, status: number }): Promise<void> {
+  /**
+   * Records the outcome of a dump, or says why it could not: 'unreachable' when the
+   * database kept failing, 'taken' when the row was completed meanwhile by a recovery
+   * (another instance found its heartbeat stale, e.g. while this one could not reach the
+   * database), whose INTERRUPTED record then stands.
+   */
+  async function write (requestId: number, data: Buffer): Promise<'written' | 'unreachable' | 'taken'> {
     // The outcome is already on disk; a brief database hiccup must not lose its record.
     for (let attempt = 1; ; attempt++) {
       try {
-        await db.updateTable('requests').set({ ...values, heartbeat_at: now(engine) }).where('id', '=', requestId).execute()
-        return
+        const update = await db.updateTable('requests').set({ data, status: 1, heartbeat_at: now(engine) })
+          .where('id', '=', requestId).where('status', '=', 0)
+          .executeTakeFirst()
+        if (Number(update.numUpdatedRows) > 0) return 'written'
+        // No incomplete row: either a recovery completed it, or an earlier attempt of this
+        // loop did and only its answer was lost with the connection.
+        const row = await db.selectFrom('requests').select('data').where('id', '=', requestId).executeTakeFirst()
+        return row?.data != null && Buffer.from(row.data).equals(data) ? 'written' : 'taken'
       } catch (error) {
-        if (attempt >= 4) throw Object.assign(new Error('the dump was processed but its record could not be written; it will be completed as interrupted'), { statusCode: 503, cause: error })
+        if (attempt >= 4) {
+          fastify.log.error({ err: error, requestId }, 'the outcome of a dump could not be recorded')
+          return 'unreachable'
+        }
         await sleep(100 * 2 ** attempt)
       }
     }
+  }
+
+  /** Removes the files of a dump whose record will say its images were interrupted. */
+  async function discardFiles (userid: number, requestId: number): Promise<void> {
+    const folder = folderOf(userid, requestId)
+    const names = await readdir(folder).catch(() => [] as string[])
+    await Promise.all(names.map((n) => rm(join(folder, n), { force: true })))
   }
 
   return {
@@ -139,8 +171,16 @@ export function createDumpsService (fastify: FastifyInstance, options: DumpsOpti
           return { ...item, images, processStatus: statusOf(images) }
         }))
         const result: DumpResult = { requestId, status: statusOf(done.flatMap((item) => item.images)), items: done }
-        await write(requestId, { data: Buffer.from(serializeDocument(result, format, 'result')), status: 1 })
-        return result
+        const written = await write(requestId, Buffer.from(serializeDocument(result, format, 'result')))
+        if (written === 'written') return result
+        // The record will say (or already says) INTERRUPTED: the files must not outlive it,
+        // or an image could be served for a dump whose record denies it.
+        await discardFiles(principal.userid, requestId)
+        throw written === 'unreachable'
+          ? new DumpNotRecordedError(`dump ${requestId}: the database could not be reached to record its outcome`,
+            `the images of dump ${requestId} were downloaded but the database could not be reached to record them; they were discarded and the dump will be marked as interrupted; send it again`)
+          : new DumpNotRecordedError(`dump ${requestId}: completed as interrupted by a recovery while it was processed`,
+            `dump ${requestId} was marked as interrupted while its images were downloading (its progress could not be recorded in time); its images were discarded; send it again`)
       } finally {
         active.delete(requestId)
       }
@@ -223,9 +263,19 @@ async function dumps (fastify: FastifyInstance, options: DumpsOptions): Promise<
   const recovered = await service.recoverInterrupted()
   if (recovered > 0) fastify.log.warn({ recovered }, 'completed dumps interrupted by a previous stop')
 
+  const staleAfterMs = options.staleAfterMs ?? 60_000
+  // While running, a row always needs a stale heartbeat: with 0, a dump admitted but not
+  // yet being processed would look abandoned.
+  const sweepAfterMs = staleAfterMs > 0 ? staleAfterMs : 60_000
+  // several heartbeats per threshold, so one slow database round trip does not make a live dump look abandoned
+  const heartbeatMs = options.heartbeatMs ?? Math.min(15_000, Math.max(1, Math.floor(sweepAfterMs / 4)))
   const logFailure = (what: string) => (error: unknown) => { fastify.log.error({ err: error }, what) }
-  const heartbeat = setInterval(() => { service.heartbeat().catch(logFailure('dump heartbeat failed')) }, options.heartbeatMs ?? 15_000)
-  const sweep = setInterval(() => { service.recoverInterrupted(Math.max(options.staleAfterMs ?? 60_000, 60_000)).catch(logFailure('recovery sweep failed')) }, 60_000)
+  const heartbeat = setInterval(() => { service.heartbeat().catch(logFailure('dump heartbeat failed')) }, heartbeatMs)
+  const sweep = setInterval(() => {
+    service.recoverInterrupted(sweepAfterMs).then((count) => {
+      if (count > 0) fastify.log.warn({ recovered: count }, 'completed dumps interrupted by a previous stop')
+    }, logFailure('recovery sweep failed'))
+  }, Math.min(60_000, sweepAfterMs))
   heartbeat.unref()
   sweep.unref()
   fastify.addHook('onClose', async () => {
