@@ -35,6 +35,7 @@
  */
 import { createHash } from 'node:crypto'
 import dns from 'node:dns'
+import { setMaxListeners } from 'node:events'
 import { createWriteStream, promises as fsp } from 'node:fs'
 import type { FileHandle } from 'node:fs/promises'
 import net from 'node:net'
@@ -348,6 +349,9 @@ export function createImageFetcher (options: ImageFetcherOptions) {
 
   // Aborted by close(): ends queued waits and in-flight downloads as INTERRUPTED.
   const closing = new AbortController()
+  // Every queued and in-flight image listens to it: thousands in a large batch is the
+  // design, not a leak, so Node's warning past 10 listeners does not apply.
+  setMaxListeners(0, closing.signal)
   const pending = new Set<Promise<FetchOutcome>>()
   let closed: Promise<void> | undefined
 
