@@ -236,6 +236,24 @@ for (const engine of enginesUnderTest(t)) {
     })
   })
 
+  t.test(`${engine}: a batch of 1000 items with 10 images each`, async (t) => {
+    const { app, storageDir } = await buildTestApp(t, engine)
+    const token = await login(app, sampleUsers.gold.username, sampleUsers.gold.password)
+    const items = Array.from({ length: 1000 }, (_, i) => ({
+      name: `Item ${i}`,
+      images: Array.from({ length: 10 }, (_, j) => origin.url(`/png/${i * 10 + j}?kb=20`))
+    }))
+    const response = await postDump(app, token, 'xml', items, { accept: 'application/json' })
+    t.equal(response.statusCode, 200)
+    const body = response.json()
+    t.equal(body.status, 'SUCCESS')
+    t.equal(body.items.length, 1000)
+    t.equal(body.items[999].images[9].imageId, 10000)
+    t.equal((await filesUnder(storageDir)).length, 10000, 'every image is on disk')
+    const row = await app.db.selectFrom('requests').select(['status']).where('id', '=', body.requestId).executeTakeFirstOrThrow()
+    t.equal(Number(row.status), 1, 'and the dump is logged complete')
+  })
+
   t.test(`${engine}: downloads stay under the concurrency cap`, async (t) => {
     const { app } = await buildTestApp(t, engine, { DOWNLOAD_CONCURRENCY: '4' })
     const token = await login(app, sampleUsers.gold.username, sampleUsers.gold.password)
