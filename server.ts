@@ -1,5 +1,8 @@
+import Fastify from 'fastify'
 import { buildApp } from './app.js'
 import { ConfigError, loadConfig, type Config } from './config.js'
+import persistence from './plugins/persistence.js'
+import users from './plugins/users.js'
 
 // The process entry: read the configuration, start, and stop gracefully. Closing the
 // app lets in-flight requests finish, then closes the download agent and the database.
@@ -14,6 +17,15 @@ async function main (): Promise<void> {
       process.exit(78) // EX_CONFIG
     }
     throw error
+  }
+
+  if (process.argv.includes('--import-users')) {
+    // The explicit form of what every start does: migrate, upsert users.txt, and stop.
+    const app = Fastify({ logger: { level: config.logLevel } })
+    await app.register(persistence, { databaseUrl: config.databaseUrl })
+    await app.register(users, { usersFile: config.usersFile, plans: Object.keys(config.plans) })
+    await app.close()
+    return
   }
 
   const app = await buildApp(config)

@@ -2,7 +2,11 @@ import t from 'tap'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { execFile } from 'node:child_process'
+import { promisify } from 'node:util'
+import { fileURLToPath } from 'node:url'
 import { request } from 'undici'
+import { connect } from '../db/connect.js'
 import { sha256Hex } from '../lib/password.js'
 import { startOrigin } from './helpers/origin.js'
 import { startServerProcess } from './helpers/server-process.js'
@@ -22,6 +26,18 @@ t.test('a bad users file stops the start, naming the line', async (t) => {
   await writeFile(usersFile, 'username,password,plan\nann,pw,gold\nbob,pw,diamond\n')
   await t.rejects(startServerProcess({ ...env('users'), USERS_FILE: usersFile }),
     { message: /exited \(1\) before listening:\nimage-dump: failed to start: .*users\.txt line 3: unknown plan "diamond"/ })
+})
+
+t.test('--import-users migrates, upserts users.txt and stops without serving', async (t) => {
+  const { DATABASE_URL } = env('import')
+  const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', 'server.ts', '--import-users'], {
+    cwd: fileURLToPath(new URL('..', import.meta.url)),
+    env: { ...process.env, DATABASE_URL, LOG_LEVEL: 'info' }
+  })
+  t.match(stdout, /"created":3,"updated":0,"msg":"users imported"/)
+  const { db } = connect(DATABASE_URL)
+  t.teardown(() => db.destroy())
+  t.same((await db.selectFrom('users').select('username').orderBy('username').execute()).map((u) => u.username), ['alice', 'bob', 'carol'])
 })
 
 t.test('SIGTERM lets the dump in flight finish, then the process exits cleanly', async (t) => {
