@@ -18,6 +18,12 @@ import quotaRoutes from './routes/quota.js'
  * logic of its own; everything it wires is a plugin usable on its own elsewhere.
  */
 async function imageDump (fastify: FastifyInstance, { config }: { config: Config }): Promise<void> {
+  // A request still in flight when the server closes would leave its keep-alive connection
+  // open until the idle timeout, holding the stop for a minute: those answers close it.
+  let closing = false
+  fastify.addHook('preClose', async () => { closing = true })
+  fastify.addHook('onSend', async (_request, reply) => { if (closing) reply.header('connection', 'close') })
+
   await fastify.register(persistence, { databaseUrl: config.databaseUrl })
   await fastify.register(users, { usersFile: config.usersFile, plans: Object.keys(config.plans) })
   await fastify.register(contentNegotiation, { maxItems: config.maxItems, maxImages: config.maxImages })
@@ -34,7 +40,7 @@ async function imageDump (fastify: FastifyInstance, { config }: { config: Config
   await fastify.register(dumps, {
     storageDir: config.storageDir,
     // the embedded database belongs to this one process: whatever it left incomplete is interrupted
-    staleAfterMs: config.databaseUrl.startsWith('sqlite:') ? 0 : 60_000
+    staleAfterMs: config.databaseUrl.startsWith('sqlite:') ? 0 : config.recoveryStaleMs
   })
 
   await fastify.register(healthRoutes)

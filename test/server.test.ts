@@ -61,6 +61,7 @@ t.test('SIGTERM lets the dump in flight finish, then the process exits cleanly',
   server.child.kill('SIGTERM')
   const response = await dump
   t.equal(response.statusCode, 200, 'the dump in flight is answered')
+  t.equal(response.headers.connection, 'close', 'on a connection that then closes, so the stop need not wait for it to idle out')
   const body = await response.body.json() as { status: string }
   t.equal(body.status, 'SUCCESS', 'with every image downloaded')
   t.equal(await server.exited, 0, 'then the process exits with 0')
