@@ -1,10 +1,17 @@
 import ipaddr from 'ipaddr.js'
 
+// Only 2000::/3 is allocated as IPv6 global unicast (RFC 4291, IANA); ipaddr.js calls every
+// IPv6 address outside its named ranges 'unicast', the IETF-reserved space (::/8, 4000::/2, …) too.
+const GLOBAL_UNICAST_V6 = ipaddr.IPv6.parseCIDR('2000::/3')
+// "::a.b.c.d" is IPv4-compatible IPv6 (::/96, deprecated and reserved), the form inet_ntop
+// prints for it; ipaddr.js reads it as IPv4-mapped and would judge the IPv4 address instead.
+const IPV4_COMPATIBLE = /^::(?:\d{1,3}\.){3}\d{1,3}(?:%.*)?$/
+
 /**
  * Whether an IP address must not be reached by server-side downloads (the SSRF guard).
  *
  * The policy is an allow-list of one: only what ipaddr.js classifies as plain global
- * `unicast` is reachable. Everything else — loopback, private (RFC 1918), link-local
+ * `unicast` (and, for IPv6, lies in the global unicast block 2000::/3) is reachable. Everything else — loopback, private (RFC 1918), link-local
  * (including 169.254.169.254 cloud metadata), multicast, unspecified (0.0.0.0/8, ::),
  * broadcast, carrier-grade NAT, unique-local (fc00::/7), reserved and documentation
  * ranges, and the IPv6 transition ranges (6to4, Teredo, NAT64, …) that can tunnel to
@@ -15,6 +22,7 @@ import ipaddr from 'ipaddr.js'
  */
 export function isBlockedAddress (address: string): boolean {
   if (typeof address !== 'string' || address.length === 0) return true
+  if (IPV4_COMPATIBLE.test(address)) return true
   let parsed: ipaddr.IPv4 | ipaddr.IPv6
   try {
     // process() unwraps IPv4-mapped IPv6; parse() alone would report range 'ipv4Mapped'
@@ -22,5 +30,6 @@ export function isBlockedAddress (address: string): boolean {
   } catch {
     return true
   }
+  if (parsed.kind() === 'ipv6' && !parsed.match(GLOBAL_UNICAST_V6)) return true
   return parsed.range() !== 'unicast'
 }

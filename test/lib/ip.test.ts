@@ -53,7 +53,13 @@ t.test('non-public addresses are blocked', async (t) => {
     ['2001::1', 'Teredo'],
     ['64:ff9b::a00:1', 'NAT64'],
     ['2001:db8::1', 'IPv6 documentation'],
-    ['100::1', 'IPv6 discard']
+    ['100::1', 'IPv6 discard'],
+    ['::7f00:1', 'IPv4-compatible IPv6 (::/96, deprecated), as URLs normalise [::127.0.0.1]'],
+    ['::127.0.0.1', 'IPv4-compatible IPv6 in the dotted form inet_ntop prints'],
+    ['::8.8.8.8', 'IPv4-compatible IPv6 is not the IPv4 address it embeds'],
+    ['::2', 'IETF-reserved ::/8'],
+    ['4000::1', 'IETF-reserved, outside global unicast 2000::/3'],
+    ['e000::1', 'IETF-reserved, outside global unicast 2000::/3']
   ]
   for (const [address, why] of table) {
     t.equal(isBlockedAddress(address), true, `${address} is blocked: ${why}`)

@@ -719,6 +719,8 @@ t.test('buildErrorBody (pure)', async (t) => {
   const internal = buildErrorBody(new Error('ECONNREFUSED 10.0.0.5:3306'))
   t.equal(internal.statusCode, 500)
   t.notMatch(internal.message, /ECONNREFUSED/)
+  t.same(buildErrorBody(Object.assign(new Error('connect ECONNREFUSED 10.0.0.5:3306'), { statusCode: 503, publicMessage: 'the database is unavailable; try again' })),
+    { statusCode: 503, error: 'Service Unavailable', message: 'the database is unavailable; try again' }, 'a 5xx error may carry words written for the client')
   t.equal(buildErrorBody(new Error('x'), { replyStatus: 503 }).statusCode, 503, 'a status the reply already had')
   t.equal(buildErrorBody(new Error('x'), { replyStatus: 201 }).statusCode, 500)
   t.same(buildErrorBody(Object.assign(new Error(''), { status: 409 })), { statusCode: 409, error: 'Conflict', message: 'Conflict' })
