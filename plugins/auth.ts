@@ -30,6 +30,25 @@ export class AuthError extends Error {
   code = 'UNAUTHORIZED'
 }
 
+/**
+ * The database could not be asked about a token or a login: no verdict on the credentials,
+ * so not a 401 (a client would throw away a good token), and not the database's own words
+ * (they name its host and port).
+ */
+export class AuthUnavailableError extends Error {
+  statusCode = 503
+  code = 'AUTH_UNAVAILABLE'
+  readonly publicMessage = 'credentials cannot be checked right now: the database is unavailable or busy; try again'
+}
+
+async function fromDatabase<T> (what: string, query: () => Promise<T>): Promise<T> {
+  try {
+    return await query()
+  } catch (error) {
+    throw new AuthUnavailableError(`${what}: ${error instanceof Error ? error.message : String(error)}`, { cause: error })
+  }
+}
+
 declare module '@fastify/jwt' {
   interface FastifyJWT {
     payload: { sub: string }
@@ -66,6 +85,13 @@ export function readCredentials (request: FastifyRequest): LoginBody | undefined
   return { username: decoded.slice(0, colon), passwordHash: decoded.slice(colon + 1) }
 }
 
+/** How many times a header field appears in a request (rawHeaders: name, value, name, value, …). */
+function fieldCount (rawHeaders: readonly string[], name: string): number {
+  let count = 0
+  for (let i = 0; i < rawHeaders.length; i += 2) if (rawHeaders[i]!.toLowerCase() === name) count++
+  return count
+}
+
 export function createAuthService (fastify: FastifyInstance, options: AuthOptions) {
   const { db, engine } = fastify.persistence
   // Verifying against a real hash for unknown users too keeps "no such user" and
@@ -75,7 +101,7 @@ export function createAuthService (fastify: FastifyInstance, options: AuthOption
   return {
     /** Checks the credentials and, on success, rotates the user's secret and signs a token with it. */
     async login (username: string, passwordHash: string): Promise<TokenResponse | undefined> {
-      const user = await fastify.users.findByUsername(username)
+      const user = await fromDatabase('login: user lookup failed', () => fastify.users.findByUsername(username))
       const stored = user?.passwordhash ?? await dummyHash
       const ok = await verifyPasswordHash(stored, passwordHash)
       if (user === undefined || user.passwordhash == null || !ok) return undefined
@@ -83,10 +109,10 @@ export function createAuthService (fastify: FastifyInstance, options: AuthOption
       const secret = randomBytes(SECRET_BYTES)
       const row = { userid: user.userid, user_secret: secret, last_updated: now(engine) }
       const insert = db.insertInto('tokens').values(row)
-      await (engine === 'mysql'
+      await fromDatabase('login: secret rotation failed', () => (engine === 'mysql'
         ? insert.onDuplicateKeyUpdate({ user_secret: secret, last_updated: now(engine) })
         : insert.onConflict((oc) => oc.column('userid').doUpdateSet({ user_secret: secret, last_updated: now(engine) }))
-      ).execute()
+      ).execute())
 
       const token = fastify.jwt.sign({ sub: String(user.userid) }, { key: secret, algorithm: 'HS256', expiresIn: options.tokenExpirySeconds })
       return { access_token: token, token_type: 'Bearer', expires_in: options.tokenExpirySeconds }
@@ -127,7 +153,7 @@ async function auth (fastify: FastifyInstance, options: AuthOptions): Promise<vo
     // never evicts, which with a new secret at every login would grow without bound.
     secret: async (request: FastifyRequest, token: unknown) => {
       const sub = (token as { sub?: unknown } | null)?.sub
-      const found = await service.secretFor(sub)
+      const found = await fromDatabase('token secret lookup failed', () => service.secretFor(sub))
       if (found === undefined) throw new AuthError('Authorization token is invalid')
       candidates.set(request, found.principal)
       return found.secret
@@ -160,6 +186,9 @@ async function auth (fastify: FastifyInstance, options: AuthOptions): Promise<vo
   fastify.decorate('auth', Object.assign(service, { loginThrottle: throttle! }))
   fastify.decorate('authenticate', async function authenticate (request: FastifyRequest, reply: FastifyReply) {
     try {
+      // Node keeps the first of two Authorization fields and drops the other; a proxy in front
+      // may read the last. Whoever the caller is must not depend on which one is read.
+      if (fieldCount(request.raw.rawHeaders, 'authorization') > 1) throw new AuthError('the Authorization header must be sent once')
       // Options are passed explicitly so that @fastify/jwt builds a verifier for this
       // call instead of consulting its unbounded per-secret cache.
       await request.jwtVerify({ algorithms: ['HS256'] })
@@ -167,6 +196,7 @@ async function auth (fastify: FastifyInstance, options: AuthOptions): Promise<vo
       if (principal === undefined) throw new AuthError('Authorization token is invalid')
       request.principal = principal
     } catch (error) {
+      if (error instanceof AuthUnavailableError) throw error
       reply.header('WWW-Authenticate', 'Bearer')
       const message = error instanceof Error ? error.message : 'Authorization token is invalid'
       throw Object.assign(new AuthError(message), { cause: error })
