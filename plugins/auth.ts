@@ -189,9 +189,13 @@ async function auth (fastify: FastifyInstance, options: AuthOptions): Promise<vo
       // Node keeps the first of two Authorization fields and drops the other; a proxy in front
       // may read the last. Whoever the caller is must not depend on which one is read.
       if (fieldCount(request.raw.rawHeaders, 'authorization') > 1) throw new AuthError('the Authorization header must be sent once')
+      if (!/^bearer /i.test(request.headers.authorization ?? '')) {
+        throw new AuthError('send "Authorization: Bearer <token>" with a token from POST /v1/auth/token')
+      }
       // Options are passed explicitly so that @fastify/jwt builds a verifier for this
-      // call instead of consulting its unbounded per-secret cache.
-      await request.jwtVerify({ algorithms: ['HS256'] })
+      // call instead of consulting its unbounded per-secret cache. Every token this service
+      // signs has sub and exp; one without them is not ours, whatever its signature.
+      await request.jwtVerify({ algorithms: ['HS256'], requiredClaims: ['sub', 'exp'] })
       const principal = candidates.get(request)
       if (principal === undefined) throw new AuthError('Authorization token is invalid')
       request.principal = principal

@@ -88,6 +88,7 @@ for (const engine of enginesUnderTest(t)) {
         'tampered payload': good.split('.')[0] + '.' + Buffer.from(JSON.stringify({ ...payload, sub: '1' })).toString('base64url') + '.' + good.split('.')[2],
         expired: forgeToken(header, { ...payload, iat: nowS - 3600, exp: nowS - 60 }, secret),
         'no sub': forgeToken(header, { iat: nowS, exp: nowS + 60 }, secret),
+        'no exp, signed with the right secret': forgeToken(header, { sub: payload.sub, iat: nowS }, secret),
         'sub of another user, signed with this secret': forgeToken(header, { ...payload, sub: '1' }, secret),
         garbage: 'not.a.token'
       }
@@ -97,6 +98,9 @@ for (const engine of enginesUnderTest(t)) {
         t.equal(response.headers['www-authenticate'], 'Bearer', `${name}: says how to authenticate`)
       }
       t.equal((await app.inject({ method: 'GET', url: '/me' })).statusCode, 401, 'no token at all')
+      const basic = await app.inject({ method: 'GET', url: '/me', headers: { authorization: 'Basic YWxpY2U6eA==' } })
+      t.equal(basic.statusCode, 401, 'Basic credentials are for the login only')
+      t.match(basic.json().message, /send "Authorization: Bearer <token>" with a token from POST \/v1\/auth\/token/)
       t.equal((await me(app, good)).statusCode, 200, 'the genuine token still works')
     })
 
