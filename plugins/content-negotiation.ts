@@ -463,7 +463,12 @@ function describeError (error: SchemaError): string {
  */
 export function normalizeBatch (body: unknown, limits: BatchLimits): Batch {
   if (!isDict(body)) throw new HttpError(400, 'body: must be an object with an "items" list')
-  if (body['items'] === undefined) throw new HttpError(400, 'items: at least one item is required')
+  if (body['items'] === undefined) {
+    const found = Object.keys(body)
+    throw new HttpError(400, found.length === 0
+      ? 'items: at least one item is required'
+      : `body: expected "items" (the root element <items> in XML), found ${found.slice(0, 3).map((k) => JSON.stringify(k)).join(', ')}`)
+  }
   const items = unwrapList(body['items'], 'item', 'items')
 
   const candidate: Dict = {}

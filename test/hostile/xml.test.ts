@@ -57,11 +57,11 @@ const cases: HostileCase[] = [
   { name: 'a body of whitespace', request: { payload: ' \n\t ' }, expected: refused(400, /^request body is empty$/) },
 
   // wrong root or shape
-  { name: 'root <products>', request: { payload: `<products><item><name>x</name>${IMAGES}</item></products>` }, expected: refused(400, /^items: at least one item is required$/) },
-  { name: 'root <item>', request: { payload: `<item><name>x</name>${IMAGES}</item>` }, expected: refused(400, /^items: at least one item is required$/) },
-  { name: 'root <result> (the answer\'s own shape)', request: { payload: `<result>${named('x')}</result>` }, expected: refused(400, /^items: at least one item is required$/) },
-  { name: 'root <Items>: XML names are case-sensitive', request: { payload: `<Items><item><name>x</name>${IMAGES}</item></Items>` }, expected: refused(400, /^items: at least one item is required$/) },
-  { name: 'a namespaced root <x:items>', request: { payload: `<x:items xmlns:x="urn:x"><x:item><name>x</name>${IMAGES}</x:item></x:items>` }, expected: refused(400, /^items: at least one item is required$/) },
+  { name: 'root <products>', request: { payload: `<products><item><name>x</name>${IMAGES}</item></products>` }, expected: refused(400, /^body: expected "items" \(the root element <items> in XML\), found "products"$/) },
+  { name: 'root <item>', request: { payload: `<item><name>x</name>${IMAGES}</item>` }, expected: refused(400, /^body: expected "items" .*, found "item"$/) },
+  { name: 'root <result> (the answer\'s own shape)', request: { payload: `<result>${named('x')}</result>` }, expected: refused(400, /^body: expected "items" .*, found "result"$/) },
+  { name: 'root <Items>: XML names are case-sensitive', request: { payload: `<Items><item><name>x</name>${IMAGES}</item></Items>` }, expected: refused(400, /^body: expected "items" .*, found "Items"$/) },
+  { name: 'a namespaced root <x:items>', request: { payload: `<x:items xmlns:x="urn:x"><x:item><name>x</name>${IMAGES}</x:item></x:items>` }, expected: refused(400, /^body: expected "items" .*, found "x:items"$/) },
   { name: 'an empty <items/>', request: { payload: '<items/>' }, expected: refused(400, /^items: at least one item is required$/) },
   { name: 'an empty <item/>', request: { payload: '<items><item/></items>' }, expected: refused(400, /^items\[0\]\.name: is required$/) },
   { name: 'two <name>s in one item', request: { payload: items(`<name>a</name><name>b</name>${IMAGES}`) }, expected: refused(400, /^items\[0\]\.name: must be a string$/) },

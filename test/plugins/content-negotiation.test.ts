@@ -429,7 +429,7 @@ t.test('400s name the item index and the field, in both formats', async (t) => {
     ['url with children', '<items><item><name>x</name><images><url>a</url><url><b>c</b></url></images></item></items>', 'items[0].images[1]: must be a string'],
     ['unknown element', '<items><item><name>x</name><price>3</price><images><url>u</url></images></item></items>', 'items[0]: unknown field "price"'],
     ['unknown element in images', '<items><item><name>x</name><images><link>u</link></images></item></items>', 'items[0].images: unknown field "link" (expected a list of <url>)'],
-    ['other root', '<batch><item><name>x</name></item></batch>', 'items: at least one item is required']
+    ['other root', '<batch><item><name>x</name></item></batch>', 'body: expected "items" (the root element <items> in XML), found "batch"']
   ]
   for (const [what, xml, message] of xmlCases) {
     const res = await postXml(app, xml)
