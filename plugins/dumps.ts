@@ -273,7 +273,7 @@ async function dumps (fastify: FastifyInstance, options: DumpsOptions): Promise<
   const heartbeat = setInterval(() => { service.heartbeat().catch(logFailure('dump heartbeat failed')) }, heartbeatMs)
   const sweep = setInterval(() => {
     service.recoverInterrupted(sweepAfterMs).then((count) => {
-      if (count > 0) fastify.log.warn({ recovered: count }, 'completed dumps interrupted by a previous stop')
+      if (count > 0) fastify.log.warn({ recovered: count }, 'completed dumps interrupted by a stop or a database outage')
     }, logFailure('recovery sweep failed'))
   }, Math.min(60_000, sweepAfterMs))
   heartbeat.unref()

@@ -37,9 +37,11 @@
  * | `/gzip-bomb` | `Content-Encoding: gzip` of 10 MiB of zeros (about 10 KB on the wire) |
  * | `/no-headers` | reads the request and never answers |
  * | `/truncated` | Content-Length larger than the PNG it sends, then closes the connection |
+ * | `/stall?bytes=B` | headers (Content-Length of a 4 KiB PNG) and its first B bytes (default 64), then nothing, connection open |
+ * | `/held/<key>/png/<n>` | nothing until `release(key)` is called, then the PNG; once released, answers at once |
  * | anything else | 404 |
  *
- * Keys of the `-once` routes are remembered until `resetCounters()`; use a fresh key per test.
+ * Keys of the `-once` and `held` routes are remembered until `resetCounters()`; use a fresh key per test.
  */
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type RequestListener, type ServerResponse } from 'node:http'
 import { createServer as createTlsServer } from 'node:https'
@@ -108,6 +110,8 @@ export interface Origin {
   waitForRequests (count: number): Promise<void>
   /** resolves once no TCP connection to this origin is open (clients closed theirs) */
   waitForNoConnections (): Promise<void>
+  /** answers the requests held on `/held/<key>/…` and every later one with that key */
+  release (key: string): void
   /** stops the server, destroying open sockets and pending timers; safe to call twice */
   close (): Promise<void>
 }
@@ -128,6 +132,8 @@ export async function startOrigin (options: OriginOptions = {}): Promise<Origin>
   const sockets = new Set<Socket>()
   const timers = new Set<NodeJS.Timeout>()
   const seenKeys = new Set<string>()
+  const releasedKeys = new Set<string>()
+  const held = new Map<string, Set<() => void>>()
   const idleWaiters: Array<() => void> = []
   let requestWaiters: Array<{ count: number, resolve: () => void }> = []
   let paths: string[] = []
@@ -138,10 +144,23 @@ export async function startOrigin (options: OriginOptions = {}): Promise<Origin>
   let closing: Promise<void> | undefined
 
   // Timers die with the response they belong to, so close() and aborted clients leave nothing behind.
+  // One 'close' listener per response, however many timers it schedules (`/slow` has 20):
+  // a listener per timer would trip Node's MaxListenersExceededWarning.
+  const timersOf = new WeakMap<ServerResponse, Set<NodeJS.Timeout>>()
   function later (res: ServerResponse, ms: number, fn: () => void): void {
-    const timer = setTimeout(() => { timers.delete(timer); fn() }, ms)
+    let own = timersOf.get(res)
+    if (own === undefined) {
+      const mine = new Set<NodeJS.Timeout>()
+      timersOf.set(res, mine)
+      res.once('close', () => {
+        for (const timer of mine) { clearTimeout(timer); timers.delete(timer) }
+        mine.clear()
+      })
+      own = mine
+    }
+    const timer = setTimeout(() => { timers.delete(timer); own.delete(timer); fn() }, ms)
     timers.add(timer)
-    res.once('close', () => { clearTimeout(timer); timers.delete(timer) })
+    own.add(timer)
   }
 
   function send (res: ServerResponse, status: number, type: string, body: Buffer, headers: Record<string, string> = {}): void {
@@ -261,6 +280,23 @@ export async function startOrigin (options: OriginOptions = {}): Promise<Origin>
       case 'gzip-bomb':
         gzipBomb ??= gzipSync(Buffer.alloc(10 * 1024 * 1024))
         return send(res, 200, 'image/png', gzipBomb, { 'content-encoding': 'gzip' })
+      case 'stall': {
+        const body = makePng(n, { bytes: 4096 })
+        res.writeHead(200, { 'content-type': 'image/png', 'content-length': String(body.length) })
+        // the socket stays open: only the client's deadline (or close()) ends it
+        return void res.write(body.subarray(0, Math.min(integer(q.get('bytes'), 64), body.length - 1)))
+      }
+      case 'held': {
+        // /held/<key>/png/<n>
+        const key = a ?? ''
+        const answer = (): void => png(res, b === 'png' ? integer(c, 1) : n)
+        if (releasedKeys.has(key)) return answer()
+        const waiting = held.get(key) ?? new Set<() => void>()
+        held.set(key, waiting)
+        waiting.add(answer)
+        res.once('close', () => waiting.delete(answer))
+        return
+      }
       case 'no-headers':
         return // never answer; close() destroys the socket
       case 'truncated': {
@@ -326,6 +362,7 @@ export async function startOrigin (options: OriginOptions = {}): Promise<Origin>
       maxInFlight = inFlight
       connections = 0
       seenKeys.clear()
+      releasedKeys.clear()
     },
     waitForRequests (count: number) {
       if (paths.length >= count) return Promise.resolve()
@@ -334,6 +371,12 @@ export async function startOrigin (options: OriginOptions = {}): Promise<Origin>
     waitForNoConnections () {
       if (sockets.size === 0) return Promise.resolve()
       return new Promise<void>((resolve) => { idleWaiters.push(resolve) })
+    },
+    release (key: string) {
+      releasedKeys.add(key)
+      const waiting = held.get(key)
+      held.delete(key)
+      for (const answer of waiting ?? []) answer()
     },
     close () {
       closing ??= new Promise<void>((resolve) => {

@@ -12,6 +12,11 @@ export interface ServerProcess {
   logs: string[]
   /** resolves with the exit code (or signal) once the process has ended */
   exited: Promise<number | NodeJS.Signals | null>
+  /**
+   * resolves with the first log line (already printed or still to come) that matches;
+   * rejects if the process exits first. Event-driven: use it instead of sleeping.
+   */
+  waitForLog: (pattern: RegExp) => Promise<string>
   stop: (signal?: NodeJS.Signals) => Promise<number | NodeJS.Signals | null>
 }
 
@@ -43,9 +48,15 @@ export async function startServerProcess (env: Record<string, string>): Promise<
   let stderr = ''
   child.stderr!.on('data', (chunk: Buffer) => { stderr += chunk.toString() })
   const lines = createInterface({ input: child.stdout! })
+  let logWaiters: Array<{ pattern: RegExp, resolve: (line: string) => void }> = []
+  lines.on('line', (line) => {
+    logs.push(line)
+    const matched = logWaiters.filter((w) => w.pattern.test(line))
+    logWaiters = logWaiters.filter((w) => !matched.includes(w))
+    for (const w of matched) w.resolve(line)
+  })
   await new Promise<void>((resolve, reject) => {
     lines.on('line', (line) => {
-      logs.push(line)
       if (line.includes('Server listening at')) resolve()
     })
     exited.then((code) => reject(new Error(`server exited (${String(code)}) before listening:\n${stderr}\n${logs.join('\n')}`)), reject)
@@ -55,6 +66,14 @@ export async function startServerProcess (env: Record<string, string>): Promise<
     baseUrl: `http://127.0.0.1:${port}`,
     logs,
     exited,
+    waitForLog: (pattern) => {
+      const seen = logs.find((line) => pattern.test(line))
+      if (seen !== undefined) return Promise.resolve(seen)
+      return new Promise<string>((resolve, reject) => {
+        logWaiters.push({ pattern, resolve })
+        exited.then((code) => reject(new Error(`server exited (${String(code)}) before logging ${String(pattern)}`)), reject)
+      })
+    },
     stop: async (signal = 'SIGTERM') => {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal)
       return await exited
