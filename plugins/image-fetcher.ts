@@ -35,17 +35,14 @@
  */
 import { createHash } from 'node:crypto'
 import dns from 'node:dns'
-import { setMaxListeners } from 'node:events'
-import { createWriteStream, promises as fsp } from 'node:fs'
-import type { FileHandle } from 'node:fs/promises'
+import fs, { promises as fsp } from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
-import { pipeline } from 'node:stream/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
 import fp from 'fastify-plugin'
 import { Agent, buildConnector, type Dispatcher } from 'undici'
 import { isBlockedAddress } from '../lib/ip.js'
-import { SNIFF_BYTES, sniffImageType } from '../lib/sniff.js'
+import { SNIFF_BYTES, sniffImageType, type SniffedType } from '../lib/sniff.js'
 import type { ImageError, InternalErrorCode } from '../schemas/dump.js'
 
 export interface ImageFetcherOptions {
@@ -92,6 +89,8 @@ const DEFAULT_USER_AGENT = 'image-dump/0.1'
 const MAX_URL_LENGTH = 8192
 const MAX_RETRY_AFTER_MS = 5_000
 const BACKOFF_BASE_MS = 100
+// Bytes read before they are written with one writev: fewer file-system calls, bounded memory per image.
+const WRITE_BATCH_BYTES = 128 * 1024
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308])
 const RETRY_STATUSES = new Set([429, 502, 503, 504])
 // A name is one path segment made by the server; this keeps out separators, "..", NUL and dotfiles.
@@ -273,36 +272,61 @@ function ioFailure (err: unknown): FetchFailure {
   return failure('IO', reason)
 }
 
-/** A counting semaphore whose waiters leave the queue when `signal` aborts. */
+/**
+ * The few file-system calls of the hot path, over the callback API: no FileHandle object
+ * and no promise-backed request per call, which used less CPU per image in most of our
+ * measurements (bench/micro/fs-calls.ts, BENCHMARKS.md). A descriptor is a plain number
+ * here, so save() takes care to close it exactly once.
+ */
+function openForWrite (file: string): Promise<number> {
+  return new Promise((resolve, reject) => fs.open(file, 'w', (err, fd) => { if (err === null) resolve(fd); else reject(err) }))
+}
+function writevFile (fd: number, chunks: Buffer[]): Promise<number> {
+  return new Promise((resolve, reject) => fs.writev(fd, chunks, (err, written) => { if (err === null) resolve(written); else reject(err) }))
+}
+function writeFile (fd: number, chunk: Buffer): Promise<number> {
+  return new Promise((resolve, reject) => fs.write(fd, chunk, (err, written) => { if (err === null) resolve(written); else reject(err) }))
+}
+function closeFile (fd: number): Promise<void> {
+  return new Promise((resolve, reject) => fs.close(fd, (err) => { if (err === null || err === undefined) resolve(); else reject(err) }))
+}
+function renameFile (from: string, to: string): Promise<void> {
+  return new Promise((resolve, reject) => fs.rename(from, to, (err) => { if (err === null) resolve(); else reject(err) }))
+}
+
+/** A counting semaphore; close() empties its queue at once with rejectAll. */
 function createSemaphore (limit: number) {
   let active = 0
-  const waiters: Array<() => void> = []
+  // waiters[head..] wait in order; the slot is handed over directly, so `active` does not change
+  let waiters: Array<{ resolve: () => void, reject: (reason: unknown) => void }> = []
+  let head = 0
   return {
-    acquire (signal: AbortSignal): Promise<void> {
-      if (signal.aborted) return Promise.reject(signal.reason)
+    acquire (): Promise<void> {
       if (active < limit) {
         active++
         return Promise.resolve()
       }
-      return new Promise<void>((resolve, reject) => {
-        const onAbort = (): void => {
-          const i = waiters.indexOf(grant)
-          if (i !== -1) waiters.splice(i, 1)
-          reject(signal.reason)
-        }
-        // the slot is handed over directly: `active` does not change
-        const grant = (): void => {
-          signal.removeEventListener('abort', onAbort)
-          resolve()
-        }
-        signal.addEventListener('abort', onAbort, { once: true })
-        waiters.push(grant)
-      })
+      return new Promise<void>((resolve, reject) => { waiters.push({ resolve, reject }) })
     },
     release (): void {
-      const next = waiters.shift()
-      if (next !== undefined) next()
-      else active--
+      if (head < waiters.length) {
+        const next = waiters[head]!
+        waiters[head++] = undefined!
+        if (head === waiters.length) {
+          waiters = []
+          head = 0
+        }
+        next.resolve()
+      } else {
+        active--
+      }
+    },
+    /** Rejects every waiter (close()); one call instead of a listener per queued image. */
+    rejectAll (reason: unknown): void {
+      const queued = waiters.slice(head)
+      waiters = []
+      head = 0
+      for (const waiter of queued) waiter.reject(reason)
     }
   }
 }
@@ -347,11 +371,12 @@ export function createImageFetcher (options: ImageFetcherOptions) {
     connect: createGuardedConnector(blocked, { timeout: timeoutMs })
   })
 
-  // Aborted by close(): ends queued waits and in-flight downloads as INTERRUPTED.
-  const closing = new AbortController()
-  // Every queued and in-flight image listens to it: thousands in a large batch is the
-  // design, not a leak, so Node's warning past 10 listeners does not apply.
-  setMaxListeners(0, closing.signal)
+  // close() sets `closing`, rejects the queue and aborts every controller in `inFlight`:
+  // queued and in-flight downloads end as INTERRUPTED. A set rather than a listener per
+  // image on one shared signal: a batch of thousands would make every add and remove
+  // walk thousands of listeners.
+  let closing = false
+  const inFlight = new Set<AbortController>()
   const pending = new Set<Promise<FetchOutcome>>()
   let closed: Promise<void> | undefined
 
@@ -375,15 +400,44 @@ export function createImageFetcher (options: ImageFetcherOptions) {
     if (literal !== null && blocked(literal)) throw failure('BLOCKED_ADDRESS', 'address is private or reserved')
   }
 
-  async function openPart (file: string, dir: string): Promise<FileHandle> {
+  // Directories this fetcher has made (or found) already, so a batch of thousands of images
+  // into one folder costs one mkdir rather than a failed open per image. Bounded: past
+  // the cap the oldest entries are forgotten, which only costs another mkdir.
+  const knownDirs = new Map<string, Promise<void>>()
+  const KNOWN_DIRS_CAP = 1024
+
+  function ensureDir (dir: string): Promise<void> {
+    let made = knownDirs.get(dir)
+    if (made === undefined) {
+      made = fsp.mkdir(dir, { recursive: true }).then(() => {})
+      knownDirs.set(dir, made)
+      made.catch(() => knownDirs.delete(dir))
+      if (knownDirs.size > KNOWN_DIRS_CAP) knownDirs.delete(knownDirs.keys().next().value!)
+    }
+    return made
+  }
+
+  async function openPart (file: string, dir: string): Promise<number> {
+    await ensureDir(dir)
     try {
-      return await fsp.open(file, 'w')
+      return await openForWrite(file)
     } catch (err) {
       if (!isFsError(err) || err.code !== 'ENOENT') throw err
     }
-    // First image in this directory: one mkdir, then the open again.
-    await fsp.mkdir(dir, { recursive: true })
-    return await fsp.open(file, 'w')
+    // The directory went away after it was made (removed by hand, say): make it again.
+    knownDirs.delete(dir)
+    await ensureDir(dir)
+    return await openForWrite(file)
+  }
+
+  /** Writes every byte of `chunks` (one writev; a short write, rare on files, is finished with write). */
+  async function writeAll (fd: number, chunks: Buffer[], length: number): Promise<void> {
+    let written = await writevFile(fd, chunks)
+    while (written < length) {
+      const bytesWritten = await writeFile(fd, Buffer.concat(chunks).subarray(written))
+      if (bytesWritten === 0) throw Object.assign(new Error('short write'), { code: 'EIO' })
+      written += bytesWritten
+    }
   }
 
   /** Stops reading a response; the connection is closed rather than drained. */
@@ -393,7 +447,15 @@ export function createImageFetcher (options: ImageFetcherOptions) {
     body.destroy()
   }
 
-  /** Streams a 2xx body to `<name>.part`, then renames it to `<name>.<ext>`. */
+  /**
+   * Streams a 2xx body to `<name>.part`, then renames it to `<name>.<ext>`.
+   *
+   * Just enough is read to decide the type before the disk is touched; the `.part` file is
+   * then opened while reading goes on, and what arrived is written in batches of up to
+   * WRITE_BATCH_BYTES with one writev each. A small image thus costs four file-system
+   * calls (open, writev, close, rename) and no stream machinery; memory per image in
+   * flight stays bounded by the batch size.
+   */
   async function save (
     res: Dispatcher.ResponseData,
     target: { dirAbs: string, rel: string, name: string },
@@ -407,92 +469,89 @@ export function createImageFetcher (options: ImageFetcherOptions) {
     }
 
     const hash = createHash('sha256')
-    let bytes = 0
-    const account = (chunk: Buffer): void => {
-      bytes += chunk.length
-      if (bytes > maxImageBytes) throw failure('TOO_LARGE', `image is larger than ${maxImageBytes} bytes`)
-      hash.update(chunk)
-    }
-    const source = body[Symbol.asyncIterator]()
-    // for-await over this calls source.return() on early exit, which destroys the body
-    const rest: AsyncIterable<Buffer> = { [Symbol.asyncIterator]: () => source }
-
-    // Read just enough to decide the type before touching the disk.
-    const headChunks: Buffer[] = []
-    let headLength = 0
-    let ended = false
-    try {
-      while (headLength < SNIFF_BYTES) {
-        const next = await source.next()
-        if (next.done === true) {
-          ended = true
-          break
-        }
-        const chunk = next.value as Buffer
-        account(chunk)
-        headChunks.push(chunk)
-        headLength += chunk.length
-      }
-    } catch (err) {
-      abandon(body)
-      throw err
-    }
-    const head = Buffer.concat(headChunks)
-    const type = sniffImageType(head)
-    if (type === null) {
-      abandon(body)
-      throw failure('NOT_AN_IMAGE', headLength === 0 ? 'the response body is empty' : 'the response is not a supported image')
-    }
-
     const partFile = path.join(target.dirAbs, `${target.name}.part`)
-    const fileName = `${target.name}.${type.ext}`
-    let handle: FileHandle
-    try {
-      handle = await openPart(partFile, target.dirAbs)
-    } catch (err) {
-      abandon(body)
-      throw ioFailure(err)
-    }
+    let bytes = 0
+    let batch: Buffer[] = []
+    let batchBytes = 0
+    let type: SniffedType | undefined
+    let opening: Promise<number> | undefined
+    let fd: number | undefined
+    // a descriptor number is reused as soon as it is closed: never close it twice
+    let fdClosed = false
 
-    let sourceError: unknown
-    const file = createWriteStream(partFile, { fd: handle })
-    try {
+    const sniff = (): SniffedType => {
+      const found = sniffImageType(batch.length === 1 ? batch[0]! : Buffer.concat(batch))
+      if (found === null) throw failure('NOT_AN_IMAGE', bytes === 0 ? 'the response body is empty' : 'the response is not a supported image')
+      return found
+    }
+    const file = async (): Promise<number> => {
       try {
-        await pipeline(async function * () {
-          try {
-            yield head
-            if (ended) return
-            for await (const chunk of rest) {
-              account(chunk)
-              yield chunk
-            }
-          } catch (err) {
-            sourceError = err
-            throw err
-          }
-        }, file, { signal })
-      } catch (err) {
-        // Whatever did not come from the network side came from the file.
-        if (err !== sourceError && !signal.aborted) throw ioFailure(err)
-        throw err
-      }
-      try {
-        await fsp.rename(partFile, path.join(target.dirAbs, fileName))
+        fd ??= await opening!
+        return fd
       } catch (err) {
         throw ioFailure(err)
       }
+    }
+    const flush = async (): Promise<void> => {
+      const open = await file()
+      try {
+        await writeAll(open, batch, batchBytes)
+      } catch (err) {
+        throw ioFailure(err)
+      }
+      batch = []
+      batchBytes = 0
+    }
+
+    try {
+      // for-await destroys the body when the loop is left by an exception
+      for await (const chunk of body as AsyncIterable<Buffer>) {
+        bytes += chunk.length
+        if (bytes > maxImageBytes) throw failure('TOO_LARGE', `image is larger than ${maxImageBytes} bytes`)
+        hash.update(chunk)
+        batch.push(chunk)
+        batchBytes += chunk.length
+        if (type === undefined) {
+          if (batchBytes < SNIFF_BYTES) continue
+          type = sniff()
+          opening = openPart(partFile, target.dirAbs)
+          // awaited later; until then a failure must not count as unhandled
+          opening.catch(() => {})
+        }
+        if (batchBytes >= WRITE_BATCH_BYTES) await flush()
+      }
+      if (type === undefined) {
+        type = sniff()
+        opening = openPart(partFile, target.dirAbs)
+      }
+      if (batchBytes > 0) await flush()
+      const fileName = `${target.name}.${type.ext}`
+      try {
+        const open = await file()
+        fdClosed = true
+        await closeFile(open)
+        // the deadline or close() may have struck while the last bytes were being written
+        if (signal.aborted) throw signal.reason
+        await renameFile(partFile, path.join(target.dirAbs, fileName))
+      } catch (err) {
+        if (signal.aborted || err instanceof FetchFailure) throw err
+        throw ioFailure(err)
+      }
+      return {
+        status: 'SUCCESS',
+        path: target.rel === '' ? fileName : `${target.rel}/${fileName}`,
+        contentType: type.contentType,
+        bytes,
+        sha256: hash.digest('hex')
+      }
     } catch (err) {
       abandon(body)
-      // Unlinking an open file is fine on POSIX; the descriptor is closed by the stream.
-      await fsp.rm(partFile, { force: true }).catch(() => {})
+      if (opening !== undefined) {
+        const open = fd ?? await opening.catch(() => undefined)
+        if (open !== undefined && !fdClosed) await closeFile(open).catch(() => {})
+        await fsp.rm(partFile, { force: true }).catch(() => {})
+      }
       throw err
-    }
-    return {
-      status: 'SUCCESS',
-      path: target.rel === '' ? fileName : `${target.rel}/${fileName}`,
-      contentType: type.contentType,
-      bytes,
-      sha256: hash.digest('hex')
     }
   }
 
@@ -507,10 +566,9 @@ export function createImageFetcher (options: ImageFetcherOptions) {
     const { signal } = controller
     const deadline = performance.now() + timeoutMs
     const timer = setTimeout(() => controller.abort(new DeadlineExceeded()), timeoutMs)
-    const onClose = (): void => controller.abort(new Interrupted())
     // close() may have run between the semaphore granting the slot and now
-    if (closing.signal.aborted) onClose()
-    else closing.signal.addEventListener('abort', onClose, { once: true })
+    if (closing) controller.abort(new Interrupted())
+    else inFlight.add(controller)
 
     let url = first
     let redirects = 0
@@ -587,18 +645,18 @@ export function createImageFetcher (options: ImageFetcherOptions) {
       throw classifyNetworkError(err, url)
     } finally {
       clearTimeout(timer)
-      closing.signal.removeEventListener('abort', onClose)
+      inFlight.delete(controller)
     }
   }
 
   async function run (rawUrl: string, target: FetchTarget): Promise<FetchOutcome> {
     try {
-      if (closing.signal.aborted) throw failure('INTERRUPTED', 'the image fetcher is closed')
+      if (closing) throw failure('INTERRUPTED', 'the image fetcher is closed')
       const resolved = resolveTarget(target)
       const url = parseImageUrl(rawUrl)
       checkAddress(url)
       try {
-        await semaphore.acquire(closing.signal)
+        await semaphore.acquire()
       } catch {
         throw failure('INTERRUPTED', 'the service stopped before the download started')
       }
@@ -629,7 +687,9 @@ export function createImageFetcher (options: ImageFetcherOptions) {
     /** Aborts queued and in-flight downloads (INTERRUPTED), waits for their cleanup, closes all connections. */
     close (): Promise<void> {
       closed ??= (async () => {
-        closing.abort(new Interrupted())
+        closing = true
+        semaphore.rejectAll(new Interrupted())
+        for (const controller of inFlight) controller.abort(new Interrupted())
         await Promise.allSettled([...pending])
         await agent.destroy()
       })()

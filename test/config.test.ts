@@ -41,6 +41,12 @@ t.test('a bad value stops the start, naming the variable and what was expected',
   }
 })
 
+t.test('the per-host limit follows DOWNLOAD_CONCURRENCY unless set', async (t) => {
+  t.equal(loadConfig({}).downloadPerHost, 64)
+  t.equal(loadConfig({ DOWNLOAD_CONCURRENCY: '200' }).downloadPerHost, 200)
+  t.equal(loadConfig({ DOWNLOAD_CONCURRENCY: '200', DOWNLOAD_PER_HOST: '8' }).downloadPerHost, 8)
+})
+
 t.test('an empty variable counts as unset', async (t) => {
   t.equal(loadConfig({ PORT: '' }).port, 3000)
 })

@@ -394,6 +394,15 @@ t.test('storage', async (t) => {
     const outcome = await h.fetch('/png/2')
     await assertStored(t, h, outcome, { path: '1/42/7.png', bytes: makePng(2), contentType: 'image/png' })
   })
+
+  t.test('a target directory removed between two images is made again', async (t) => {
+    // the fetcher remembers the directories it made; one removed behind its back must not break it
+    const h = await harness(t)
+    t.match(await h.fetch('/png/1', '1'), { status: 'SUCCESS', path: '1/42/1.png' })
+    await rm(join(h.storageDir, '1'), { recursive: true, force: true })
+    t.match(await h.fetch('/png/2', '2'), { status: 'SUCCESS', path: '1/42/2.png' })
+    t.same(await filesUnder(h.storageDir), ['1/42/2.png'])
+  })
 })
 
 t.test('concurrency', async (t) => {

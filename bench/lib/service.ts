@@ -1,0 +1,197 @@
+/**
+ * The service under test, as an operator runs it: the built `dist/server.js` in a process
+ * of its own, on a free port, with its own SQLite file and storage folder inside a
+ * temporary folder. Readiness is polled on /health (at LOG_LEVEL=warn it logs nothing
+ * when it starts listening).
+ */
+import { spawn, spawnSync } from 'node:child_process'
+import { createHash } from 'node:crypto'
+import { existsSync, readFileSync, statSync } from 'node:fs'
+import { mkdir } from 'node:fs/promises'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { track } from './children.js'
+import { answers, request } from './http.js'
+import { freePort, waitFor } from './net.js'
+
+export const ROOT = fileURLToPath(new URL('../..', import.meta.url))
+export const SERVER_JS = path.join(ROOT, 'dist', 'server.js')
+
+let serverJs = SERVER_JS
+/**
+ * Measures another build instead of this checkout's dist/ (`--server <dir>`: a copy of the
+ * project, built, e.g. before a change), for before/after figures in the same conditions.
+ */
+export function useServerBuild (dir: string): string {
+  serverJs = path.resolve(dir, 'dist', 'server.js')
+  if (!existsSync(serverJs)) throw new Error(`${serverJs} does not exist: build that copy first`)
+  return serverJs
+}
+
+/** What every benchmark run sets; a scenario adds its own settings on top. */
+export const BASE_ENV: Readonly<Record<string, string>> = {
+  ALLOW_PRIVATE_NETWORKS: 'true',
+  PLANS: 'gold=1000000000,silver=50,bronze=25',
+  LOG_LEVEL: 'warn'
+}
+
+export interface ServiceOptions {
+  /** folder for the database and STORAGE_DIR; should be new and empty */
+  workDir: string
+  /** settings on top of BASE_ENV, e.g. DOWNLOAD_CONCURRENCY */
+  env?: Record<string, string>
+  /** extra node flags, e.g. --cpu-prof */
+  nodeArgs?: string[]
+}
+
+export interface DumpOutcome {
+  /** request sent → last byte of the answer */
+  ms: number
+  images: number
+  succeeded: number
+  /** a few failures, to say why a run is invalid */
+  failures: unknown[]
+}
+
+export interface Service {
+  pid: number
+  baseUrl: string
+  storageDir: string
+  /** what the process was started with, on top of the inherited PATH/HOME */
+  env: Record<string, string>
+  dump (body: string): Promise<DumpOutcome>
+  /** VmHWM (peak resident set) and VmRSS of the process, in bytes */
+  memory (): { peak: number, rss: number }
+  /** CPU time (user + system, every thread) the process has used so far, in ms */
+  cpuMs (): number
+  /** the last 20,000 characters the process printed */
+  output (): string
+  stop (): Promise<void>
+}
+
+/** A warning when dist/ looks older than the sources (the harness measures dist/). */
+export function staleBuildWarning (): string | null {
+  if (!existsSync(SERVER_JS)) return `${SERVER_JS} does not exist: run \`npm run build\` first (\`npm run bench\` does)`
+  // an incremental build rewrites only what changed, but always its .tsbuildinfo
+  const info = path.join(ROOT, 'dist', '.tsbuildinfo')
+  const built = statSync(existsSync(info) ? info : SERVER_JS).mtimeMs
+  for (const source of ['server.ts', 'app.ts', 'config.ts', 'plugins/image-fetcher.ts', 'plugins/dumps.ts']) {
+    const file = path.join(ROOT, source)
+    if (existsSync(file) && statSync(file).mtimeMs > built + 1000) return `${source} is newer than dist/: run \`npm run build\` (\`npm run bench\` does)`
+  }
+  return null
+}
+
+let clockTicks: number | undefined
+
+/** CPU time (utime + stime) of a process from /proc/<pid>/stat, in ms. */
+export function processCpuMs (pid: number): number {
+  clockTicks ??= Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout?.trim()) || 100
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  // the command name may hold spaces and parentheses: fields are counted after the last ')'
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return (Number(fields[11]) + Number(fields[12])) * 1000 / clockTicks
+}
+
+function statusKiB (pid: number, field: string): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8')
+  const match = new RegExp(`^${field}:\\s+(\\d+) kB$`, 'm').exec(status)
+  if (match === null) throw new Error(`no ${field} in /proc/${pid}/status`)
+  return Number(match[1]) * 1024
+}
+
+/** A JSON batch: items of `perItem` URLs each (the last one may have fewer). */
+export function jsonBatch (urls: readonly string[], perItem = 4): string {
+  const items = []
+  for (let i = 0; i < urls.length; i += perItem) {
+    items.push({ name: `Product ${i / perItem + 1}`, brand: 'Bench', category: 'Benchmark', images: urls.slice(i, i + perItem) })
+  }
+  return JSON.stringify({ items })
+}
+
+export async function startService (options: ServiceOptions): Promise<Service> {
+  if (!existsSync(serverJs)) throw new Error(`${serverJs} does not exist: run \`npm run build\` first`)
+  const storageDir = path.join(options.workDir, 'images')
+  await mkdir(storageDir, { recursive: true })
+  const port = await freePort()
+  const env: Record<string, string> = {
+    HOST: '127.0.0.1',
+    PORT: String(port),
+    DATABASE_URL: `sqlite:${path.join(options.workDir, 'image-dump.db')}`,
+    STORAGE_DIR: storageDir,
+    USERS_FILE: path.join(ROOT, 'users.txt'),
+    ...BASE_ENV,
+    ...options.env
+  }
+  // Only PATH and HOME are inherited: the harness's own environment must not leak settings in.
+  const inherited: Record<string, string> = {}
+  for (const key of ['PATH', 'HOME', 'TMPDIR']) if (process.env[key] !== undefined) inherited[key] = process.env[key]!
+  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), serverJs], {
+    cwd: path.dirname(path.dirname(serverJs)),
+    env: { ...inherited, ...env },
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  track(child)
+  let output = ''
+  const keep = (chunk: Buffer): void => { output = (output + chunk.toString()).slice(-20_000) }
+  child.stdout!.on('data', keep)
+  child.stderr!.on('data', keep)
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
+  const baseUrl = `http://127.0.0.1:${port}`
+
+  const stop = async (): Promise<void> => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM')
+    const timer = setTimeout(() => child.kill('SIGKILL'), 15_000)
+    await exited
+    clearTimeout(timer)
+  }
+
+  let token: string
+  try {
+    await waitFor(async () => {
+      if (child.exitCode !== null) throw new Error(`the service exited (${child.exitCode}) before it was ready:\n${output}`)
+      return await answers(`${baseUrl}/health`)
+    }, 30_000, 'the service to answer /health')
+    const passwordHash = createHash('sha256').update('gold-password').digest('hex')
+    const login = await request('POST', `${baseUrl}/v1/auth/token`, { 'content-type': 'application/json' },
+      JSON.stringify({ username: 'alice', passwordHash }))
+    if (login.status !== 200) throw new Error(`login failed: ${login.status} ${login.body.toString()}`)
+    token = (JSON.parse(login.body.toString()) as { access_token: string }).access_token
+  } catch (error) {
+    await stop()
+    throw error
+  }
+
+  return {
+    pid: child.pid!,
+    baseUrl,
+    storageDir,
+    env,
+    async dump (body: string): Promise<DumpOutcome> {
+      const res = await request('POST', `${baseUrl}/v1/dumps`, {
+        authorization: `Bearer ${token}`,
+        'content-type': 'application/json',
+        accept: 'application/json'
+      }, body)
+      if (res.status !== 200) throw new Error(`POST /v1/dumps answered ${res.status}: ${res.body.toString().slice(0, 500)}\n${output}`)
+      const result = JSON.parse(res.body.toString()) as { items: Array<{ images: Array<{ status: string, error?: unknown }> }> }
+      let images = 0
+      let succeeded = 0
+      const failures: unknown[] = []
+      for (const item of result.items) {
+        for (const image of item.images) {
+          images++
+          if (image.status === 'SUCCESS') succeeded++
+          else if (failures.length < 3) failures.push(image.error)
+        }
+      }
+      return { ms: res.ms, images, succeeded, failures }
+    },
+    memory () {
+      return { peak: statusKiB(child.pid!, 'VmHWM'), rss: statusKiB(child.pid!, 'VmRSS') }
+    },
+    cpuMs: () => processCpuMs(child.pid!),
+    output: () => output,
+    stop
+  }
+}

@@ -1,0 +1,111 @@
+/**
+ * P2 latency: 200 images that the origin answers after 500 ms each, in one dump. With
+ * enough images in flight the answer comes after one origin delay plus overhead; a limit
+ * below 200 (globally or per host) adds a whole delay per wave. Measured with the
+ * defaults and with enough slots for every image, on each storage root, against
+ * `curl --parallel --parallel-max 64`.
+ */
+import { rm } from 'node:fs/promises'
+import path from 'node:path'
+import { defaults } from '../../config.js'
+import { alternate, assertAllSucceeded, range, withService, type Context, type Headline, type Section } from '../lib/context.js'
+import { CURL_PARALLEL_MAX, curlParallel } from '../lib/curl.js'
+import { jsonBatch, type Service } from '../lib/service.js'
+import type { StorageRoot } from '../lib/storage.js'
+import { fmt, num, summarize, type Summary } from '../lib/stats.js'
+
+interface Setting {
+  label: string
+  env: Record<string, string>
+  root: StorageRoot
+  /** images in flight at once, when known */
+  slots?: number
+}
+
+export async function latency (ctx: Context): Promise<Section> {
+  const count = ctx.smoke ? 20 : 200
+  const delayMs = ctx.smoke ? 200 : 500
+  const goalMs = 1.1 * delayMs
+  const urls = range(count).map((n) => ctx.origins.delayed(delayMs, n + 1))
+  const body = jsonBatch(urls, 4)
+  const warmUp = jsonBatch(range(count).map((n) => ctx.origins.node.url(`/png/${n + 1}`)), 4)
+  const wide = String(Math.max(256, count))
+  const list: Setting[] = ctx.storage.flatMap((root): Setting[] => [
+    {
+      label: ctx.otherBuild ? 'defaults of the build under test' : `defaults (DOWNLOAD_CONCURRENCY=${defaults.downloadConcurrency}, DOWNLOAD_PER_HOST=${defaults.downloadPerHost})`,
+      env: {},
+      root,
+      ...(ctx.otherBuild ? {} : { slots: Math.min(defaults.downloadConcurrency, defaults.downloadPerHost) })
+    },
+    { label: `DOWNLOAD_CONCURRENCY=${wide}, DOWNLOAD_PER_HOST=${wide}`, env: { DOWNLOAD_CONCURRENCY: wide, DOWNLOAD_PER_HOST: wide }, root, slots: Number(wide) }
+  ])
+  const times: number[][] = list.map(() => [])
+  const curlTimes: number[] = []
+
+  // One warm process per setting, all alive at once, so every run measures each of them and curl in turn.
+  const services: Service[] = []
+  let release = (): void => {}
+  const released = new Promise<void>((resolve) => { release = resolve })
+  const lifetimes: Array<Promise<void>> = []
+  const ready = list.map((setting, i) => new Promise<void>((resolve, reject) => {
+    lifetimes.push(withService(ctx, setting.env, async (service) => {
+      assertAllSucceeded('P2 warm-up', await service.dump(warmUp), count)
+      services[i] = service
+      resolve()
+      await released
+    }, { root: setting.root.dir }).catch(reject))
+  }))
+  try {
+    await Promise.all(ready)
+    for (let run = 0; run < ctx.runs; run++) {
+      for (const side of alternate(run, ['service', 'curl'] as const)) {
+        if (side === 'service') {
+          for (const [i, service] of services.entries()) {
+            const outcome = await service.dump(body)
+            assertAllSucceeded('P2', outcome, count)
+            times[i]!.push(outcome.ms)
+          }
+        } else if (ctx.curl !== null) {
+          const outDir = path.join(ctx.tmp, `p2-curl-${run}`)
+          curlTimes.push((await curlParallel(ctx.curl, urls, outDir)).ms)
+          await rm(outDir, { recursive: true, force: true })
+          await rm(`${outDir}.curlrc`, { force: true })
+        }
+      }
+      ctx.progress(`P2 run ${run + 1}/${ctx.runs}: ${times.map((t, i) => `${list[i]!.root.label} ${num(t.at(-1)!, 0)} ms`).join(', ')}${ctx.curl === null ? '' : `, curl ${num(curlTimes.at(-1)!, 0)} ms`}`)
+    }
+  } finally {
+    release()
+    await Promise.allSettled(lifetimes)
+  }
+
+  const summaries = times.map((t) => summarize(t))
+  const curl = curlTimes.length === 0 ? undefined : summarize(curlTimes)
+  const verdict = (s: Summary): string => s.median <= goalMs ? 'met' : `not met (${num(s.median / delayMs, 2)} × the delay)`
+  const ratio = (i: number): string => curl === undefined ? '–' : fmt(summarize(times[i]!.map((t, run) => curlTimes[run]! / t)), 2)
+  const waves = (slots: number | undefined): string => slots === undefined ? '?' : String(Math.ceil(count / slots))
+
+  return {
+    id: 'P2',
+    title: `P2 latency: ${count} images answered after ${delayMs} ms each`,
+    headlines: list.map((setting, i): Headline => ({
+      figure: `P2 latency, ${count} × ${delayMs} ms, ${setting.env.DOWNLOAD_CONCURRENCY === undefined ? 'defaults' : setting.label}, storage on ${setting.root.label} (ms)`,
+      service: fmt(summaries[i]!, 0),
+      baseline: curl === undefined ? (ctx.curlSkipReason ?? 'skipped') : `${fmt(curl, 0)} curl`,
+      ratio: ratio(i),
+      goal: `≤ ${num(goalMs, 0)} ms`,
+      verdict: verdict(summaries[i]!)
+    })),
+    body: [
+      `- Origin: the Node test origin, \`/delay/${delayMs}/png/<n>\` (${count} distinct URLs, one host).`,
+      '- Each setting has its own warm process (a warm-up dump of the same number of undelayed images first); every run measures each setting and curl, alternating which goes first. The ratio is curl time ÷ service time (above 1: the service answers sooner).',
+      ctx.curl === null ? `- Baseline skipped: ${ctx.curlSkipReason ?? 'curl not found'}.` : `- Baseline: curl --parallel --parallel-max ${CURL_PARALLEL_MAX} into ${ctx.storage[0]!.description}, as in P1.`,
+      `- Goal: the answer within 1.1 × ${delayMs} ms = ${num(goalMs, 0)} ms. ⌈${count} ÷ min(DOWNLOAD_CONCURRENCY, DOWNLOAD_PER_HOST)⌉ waves × ${delayMs} ms is the floor.`,
+      '',
+      '| setting | storage | answer ms, median (min–max) | waves | goal |',
+      '|---|---|---:|---:|---|',
+      ...list.map((setting, i) => `| ${setting.label} | ${setting.root.description} | ${fmt(summaries[i]!, 0)} | ${waves(setting.slots)} | ${verdict(summaries[i]!)} |`),
+      ...(curl === undefined ? [] : [`| curl --parallel-max ${CURL_PARALLEL_MAX} | ${ctx.storage[0]!.description} | ${fmt(curl, 0)} | ${waves(CURL_PARALLEL_MAX)} | ${verdict(curl)} |`])
+    ]
+  }
+}
