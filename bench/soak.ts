@@ -21,7 +21,6 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import os from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -30,6 +29,8 @@ import { parseArgs } from 'node:util'
 import { Agent, request } from 'undici'
 import { sha256Hex } from '../lib/password.js'
 import { startOrigin } from '../test/helpers/origin.js'
+import { freePort } from './lib/net.js'
+import { linearFit } from './lib/stats.js'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const MiB = 1024 * 1024
@@ -69,23 +70,6 @@ interface ProbeSample { type: 'sample', memory: NodeJS.MemoryUsage }
 interface ProbeReport { type: 'report', resolutionMs: number, count: number, p50: number, p90: number, p99: number, max: number, mean: number }
 interface Sample { t: number, dumps: number, images: number, rss: number, heapUsed: number, external: number, arrayBuffers: number }
 
-/** Least-squares line through (x, y): y ≈ intercept + slope·x, with r² to judge how linear it is. */
-function linearFit (points: ReadonlyArray<readonly [number, number]>): { slope: number, r2: number } {
-  const n = points.length
-  if (n < 2) return { slope: 0, r2: 0 }
-  const mx = points.reduce((s, [x]) => s + x, 0) / n
-  const my = points.reduce((s, [, y]) => s + y, 0) / n
-  let sxy = 0
-  let sxx = 0
-  let syy = 0
-  for (const [x, y] of points) {
-    sxy += (x - mx) * (y - my)
-    sxx += (x - mx) ** 2
-    syy += (y - my) ** 2
-  }
-  return { slope: sxx === 0 ? 0 : sxy / sxx, r2: sxx === 0 || syy === 0 ? 0 : (sxy * sxy) / (sxx * syy) }
-}
-
 function percentile (sorted: readonly number[], p: number): number {
   if (sorted.length === 0) return NaN
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!
@@ -95,17 +79,6 @@ function vmRss (pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8')
   const kib = /^VmRSS:\s+(\d+) kB$/m.exec(status)
   return kib === null ? NaN : Number(kib[1]) * 1024
-}
-
-async function freePort (): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const server = createServer()
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number }
-      server.close(() => resolve(port))
-    })
-  })
 }
 
 const f = (value: number, digits = 1): string => Number.isFinite(value) ? value.toFixed(digits) : String(value)

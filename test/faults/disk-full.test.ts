@@ -1,5 +1,4 @@
 import t, { type Test } from 'tap'
-import { spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { mkdtemp, readFile, rm, rmdir } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -7,22 +6,12 @@ import { join } from 'node:path'
 import { buildTestApp, login, sampleUsers } from '../helpers/app.js'
 import { filesUnder, postDump } from '../helpers/dumps.js'
 import { startOrigin } from '../helpers/origin.js'
+import { run } from '../helpers/command.js'
 
 // Fault: the storage device fills up in the middle of a dump. A real one: STORAGE_DIR is a
 // 1 MiB tmpfs, so writes fail with ENOSPC from the kernel, exactly as on a full disk. When
 // this machine does not let us mount (no CAP_SYS_ADMIN, e.g. an unprivileged container), the
 // test is skipped with the reason; nothing in the service is faked to get an ENOSPC.
-
-function run (command: string, args: string[]): Promise<{ code: number | null, output: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] })
-    let output = ''
-    child.stdout.on('data', (chunk: Buffer) => { output += chunk.toString() })
-    child.stderr.on('data', (chunk: Buffer) => { output += chunk.toString() })
-    child.once('error', (error) => resolve({ code: null, output: String(error) }))
-    child.once('close', (code) => resolve({ code, output: output.trim() }))
-  })
-}
 
 const KIB = 1024
 const mountPoint = await mkdtemp(join(tmpdir(), 'image-dump-full-'))

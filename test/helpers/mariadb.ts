@@ -20,6 +20,7 @@ import { createInterface } from 'node:readline'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { createConnection } from 'mysql2/promise'
 import { freePort } from './server-process.js'
+import { run } from './command.js'
 
 export interface PrivateMariaDb {
   readonly port: number
@@ -54,17 +55,6 @@ async function firstExecutable (names: string[]): Promise<string | undefined> {
     if (found !== undefined) return found
   }
   return undefined
-}
-
-function run (command: string, args: string[]): Promise<{ code: number | null, output: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] })
-    let output = ''
-    child.stdout.on('data', (chunk: Buffer) => { output += chunk.toString() })
-    child.stderr.on('data', (chunk: Buffer) => { output += chunk.toString() })
-    child.once('error', (error) => resolve({ code: null, output: String(error) }))
-    child.once('close', (code) => resolve({ code, output }))
-  })
 }
 
 // Small and fast: the tests hold a few rows; durability against a killed process (not a
