@@ -28,6 +28,9 @@ const CONTENT_TYPES: Readonly<Record<string, string>> = Object.freeze({
   tiff: 'image/tiff'
 })
 
+/** Every extension an image may be stored under. */
+export const IMAGE_EXTENSIONS: readonly string[] = Object.freeze(Object.keys(CONTENT_TYPES))
+
 /**
  * The content type of a stored image from the extension sniffImageType gave it (`"png"`,
  * `"jpg"`, …), or undefined for any other extension (`.part` files included).

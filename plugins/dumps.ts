@@ -1,11 +1,11 @@
-import { readdir, rm } from 'node:fs/promises'
+import { access, readdir, rm } from 'node:fs/promises'
 import { join, resolve, sep } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import fp from 'fastify-plugin'
 import { XMLParser } from 'fast-xml-parser'
 import type { FastifyInstance } from 'fastify'
 import { now, secondsAgo } from '../db/engine.js'
-import { contentTypeOfExtension } from '../lib/sniff.js'
+import { IMAGE_EXTENSIONS, contentTypeOfExtension } from '../lib/sniff.js'
 import { serializeDocument } from './content-negotiation.js'
 import type { Batch, BodyFormat } from '../schemas/batch.js'
 import type { DumpResult, ImageResult, ItemResult } from '../schemas/dump.js'
@@ -196,17 +196,13 @@ export function createDumpsService (fastify: FastifyInstance, options: DumpsOpti
 
     /** The stored file of one image of one of the user's dumps. */
     async image (userid: number, requestId: number, imageId: number): Promise<{ path: string, contentType: string } | undefined> {
-      const folder = folderOf(userid, requestId)
-      let names: string[]
-      try {
-        names = await readdir(folder)
-      } catch {
-        return undefined
+      // A dump's folder may hold thousands of files: probing the few possible names is
+      // cheaper than listing it.
+      for (const ext of IMAGE_EXTENSIONS) {
+        const path = join(folderOf(userid, requestId), `${imageId}.${ext}`)
+        if (await access(path).then(() => true, () => false)) return { path, contentType: contentTypeOfExtension(ext)! }
       }
-      const name = names.find((n) => n.startsWith(`${imageId}.`) && !n.endsWith('.part'))
-      const contentType = name === undefined ? undefined : contentTypeOfExtension(name.slice(name.indexOf('.') + 1))
-      if (name === undefined || contentType === undefined) return undefined
-      return { path: join(folder, name), contentType }
+      return undefined
     },
 
     /**
