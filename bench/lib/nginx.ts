@@ -5,9 +5,11 @@
  * nothing behind. Debian's `nginx-light` is enough.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { accessSync, constants, chmodSync, readFileSync, writeFileSync } from 'node:fs'
+import { accessSync, constants, chmodSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { mkdir } from 'node:fs/promises'
+import os from 'node:os'
 import path from 'node:path'
+import { makePng } from '../../test/helpers/images.js'
 import { track } from './children.js'
 import { reachable } from './http.js'
 import { freePort, waitFor } from './net.js'
@@ -110,4 +112,18 @@ http {
       clearTimeout(timer)
     }
   }
+}
+
+/**
+ * A temporary folder with nginx serving `count` distinct PNGs of `bytes` each at
+ * `/img/<n>.png` (n from 0): the static origin of the micro-benchmarks.
+ */
+export async function servePngs (count: number, bytes: number): Promise<{ tmp: string, nginx: Nginx }> {
+  const bin = findNginx()
+  if (bin === null) throw new Error(`nginx is needed: ${NGINX_INSTALL_HINT}`)
+  const tmp = mkdtempSync(path.join(os.tmpdir(), 'image-dump-micro-'))
+  const www = path.join(tmp, 'www')
+  mkdirSync(path.join(www, 'img'), { recursive: true })
+  for (let n = 0; n < count; n++) writeFileSync(path.join(www, 'img', `${n}.png`), makePng(n, { bytes }))
+  return { tmp, nginx: await startNginx(bin, www, path.join(tmp, 'nginx')) }
 }

@@ -9,12 +9,10 @@
  * The other checkout must be built (its dist/plugins/image-fetcher.js is imported).
  */
 import fs from 'node:fs'
-import os from 'node:os'
 import path from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
-import { makePng } from '../../test/helpers/images.js'
-import { findNginx, NGINX_INSTALL_HINT, startNginx } from '../lib/nginx.js'
+import { servePngs } from '../lib/nginx.js'
 import { ROOT } from '../lib/service.js'
 import { fmt, summarize } from '../lib/stats.js'
 import { storageRoots } from '../lib/storage.js'
@@ -37,17 +35,11 @@ async function load (checkout: string): Promise<Create> {
 async function main (): Promise<void> {
   const { values } = parseArgs({ options: { baseline: { type: 'string' } } })
   if (values.baseline === undefined) throw new Error('usage: node --import tsx bench/micro/fetcher.ts --baseline <built checkout>')
-  const bin = findNginx()
-  if (bin === null) throw new Error(`nginx is needed: ${NGINX_INSTALL_HINT}`)
   const builds = [
     { label: `baseline (${values.baseline})`, create: await load(values.baseline) },
     { label: 'this checkout', create: await load(ROOT) }
   ]
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'image-dump-micro-'))
-  const www = path.join(tmp, 'www')
-  fs.mkdirSync(path.join(www, 'img'), { recursive: true })
-  for (let n = 0; n < COUNT; n++) fs.writeFileSync(path.join(www, 'img', `${n}.png`), makePng(n, { bytes: 20 * 1024 }))
-  const nginx = await startNginx(bin, www, path.join(tmp, 'nginx'))
+  const { tmp, nginx } = await servePngs(COUNT, 20 * 1024)
   const roots = storageRoots(tmp, true)
   try {
     process.stdout.write(`${COUNT} × 20 KiB from nginx through createImageFetcher (64 in flight); CPU ms per image and images/s, median (min–max) of ${RUNS} runs\n\n`)

@@ -15,12 +15,10 @@
  */
 import { createHash } from 'node:crypto'
 import fs, { promises as fsp } from 'node:fs'
-import os from 'node:os'
 import path from 'node:path'
 import { Worker } from 'node:worker_threads'
 import { Agent } from 'undici'
-import { makePng } from '../../test/helpers/images.js'
-import { findNginx, NGINX_INSTALL_HINT, startNginx } from '../lib/nginx.js'
+import { servePngs } from '../lib/nginx.js'
 import { fmt, summarize } from '../lib/stats.js'
 import { storageRoots } from '../lib/storage.js'
 
@@ -135,13 +133,7 @@ async function measure (mode: Mode, origin: string, dir: string, agent: Agent, w
 }
 
 async function main (): Promise<void> {
-  const bin = findNginx()
-  if (bin === null) throw new Error(`nginx is needed: ${NGINX_INSTALL_HINT}`)
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'image-dump-micro-'))
-  const www = path.join(tmp, 'www')
-  fs.mkdirSync(path.join(www, 'img'), { recursive: true })
-  for (let n = 0; n < COUNT; n++) fs.writeFileSync(path.join(www, 'img', `${n}.png`), makePng(n, { bytes: 20 * 1024 }))
-  const nginx = await startNginx(bin, www, path.join(tmp, 'nginx'))
+  const { tmp, nginx } = await servePngs(COUNT, 20 * 1024)
   const roots = storageRoots(tmp, true)
   const agent = new Agent({ connections: 64 })
   const writer = workerWriter()
