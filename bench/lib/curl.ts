@@ -4,22 +4,15 @@
  * folder. URLs go through a config file (`-K`), so any number of them fits.
  */
 import { spawn, spawnSync } from 'node:child_process'
-import { accessSync, constants, writeFileSync } from 'node:fs'
+import { writeFileSync } from 'node:fs'
 import { mkdir, readdir, stat } from 'node:fs/promises'
 import path from 'node:path'
+import { findExecutable } from './net.js'
 
 export const CURL_PARALLEL_MAX = 64
 
 export function findCurl (): string | null {
-  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
-    if (dir === '') continue
-    const candidate = path.join(dir, 'curl')
-    try {
-      accessSync(candidate, constants.X_OK)
-      return candidate
-    } catch {}
-  }
-  return null
+  return findExecutable('curl')
 }
 
 /** e.g. "curl 7.88.1, libcurl/7.88.1 OpenSSL/3.0.19" */

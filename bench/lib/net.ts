@@ -1,3 +1,5 @@
+import { accessSync, constants } from 'node:fs'
+import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 
 export { freePort } from '../../test/helpers/server-process.js'
@@ -9,4 +11,17 @@ export async function waitFor (check: () => Promise<boolean>, timeoutMs: number,
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
     await sleep(25)
   }
+}
+
+/** The first executable called `name` on PATH or in `extraDirs`, else null. */
+export function findExecutable (name: string, extraDirs: readonly string[] = []): string | null {
+  for (const dir of [...(process.env.PATH ?? '').split(path.delimiter), ...extraDirs]) {
+    if (dir === '') continue
+    const candidate = path.join(dir, name)
+    try {
+      accessSync(candidate, constants.X_OK)
+      return candidate
+    } catch {}
+  }
+  return null
 }

@@ -5,14 +5,14 @@
  * nothing behind. Debian's `nginx-light` is enough.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { accessSync, constants, chmodSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { mkdir } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import { makePng } from '../../test/helpers/images.js'
 import { track } from './children.js'
 import { reachable } from './http.js'
-import { freePort, waitFor } from './net.js'
+import { findExecutable, freePort, waitFor } from './net.js'
 
 export const NGINX_INSTALL_HINT = 'install it with `apt-get install -y nginx-light` (Debian/Ubuntu) or put `nginx` on PATH'
 
@@ -25,16 +25,7 @@ export interface Nginx {
 
 /** The nginx binary on PATH or in the usual sbin folders (not on a normal user's PATH on Debian), else null. */
 export function findNginx (): string | null {
-  const dirs = [...(process.env.PATH ?? '').split(path.delimiter), '/usr/sbin', '/usr/local/sbin', '/sbin']
-  for (const dir of dirs) {
-    if (dir === '') continue
-    const candidate = path.join(dir, 'nginx')
-    try {
-      accessSync(candidate, constants.X_OK)
-      return candidate
-    } catch {}
-  }
-  return null
+  return findExecutable('nginx', ['/usr/sbin', '/usr/local/sbin', '/sbin'])
 }
 
 export function nginxVersion (bin: string): string {
