@@ -35,11 +35,20 @@ export interface RequestsTable {
   heartbeat_at: ColumnType<Date | string, Date | string | undefined, Date | string>
 }
 
+/** The login throttle's counters: one row per throttled key while its window lasts. */
+export interface LoginAttemptsTable {
+  /** SHA-256 of the throttled key (client network, or client network and username) */
+  throttle_key: Buffer
+  attempts: number
+  window_start: ColumnType<Date | string, Date | string, Date | string>
+}
+
 export interface Database {
   users: UsersTable
   authentication: AuthenticationTable
   tokens: TokensTable
   requests: RequestsTable
+  login_attempts: LoginAttemptsTable
 }
 
 export type User = Selectable<UsersTable>

@@ -20,7 +20,9 @@ const USERNAME = /^[A-Za-z0-9._@-]{1,50}$/
 export function parseUsersFile (text: string, plans: readonly string[], source = 'users file'): UserEntry[] {
   const lines = text.replace(/^\uFEFF/, '').split(/\r?\n/)
   const entries: UserEntry[] = []
-  const seen = new Set<string>()
+  // lower-cased name → line: names are compared exactly, but two that differ only in case
+  // would be two accounts a person cannot tell apart
+  const seen = new Map<string, number>()
   let header = false
   lines.forEach((raw, index) => {
     const line = index + 1
@@ -38,8 +40,11 @@ export function parseUsersFile (text: string, plans: readonly string[], source =
     if (!USERNAME.test(username)) fail(`username ${JSON.stringify(username)} must be 1-50 characters of letters, digits, . _ @ -`)
     if (password === '') fail('password is empty')
     if (!plans.includes(plan)) fail(`unknown plan ${JSON.stringify(plan)} (known plans: ${plans.join(', ')})`)
-    if (seen.has(username)) fail(`username ${JSON.stringify(username)} appears twice`)
-    seen.add(username)
+    const earlier = seen.get(username.toLowerCase())
+    if (earlier !== undefined) {
+      fail(`username ${JSON.stringify(username)} appears twice (line ${earlier}; names differing only in case count as the same)`)
+    }
+    seen.set(username.toLowerCase(), line)
     entries.push({ username, password, plan, line })
   })
   if (!header) throw new UsersFileError(`${source}: missing the header "username,password,plan"`)

@@ -33,3 +33,21 @@ export function isBlockedAddress (address: string): boolean {
   if (parsed.kind() === 'ipv6' && !parsed.match(GLOBAL_UNICAST_V6)) return true
   return parsed.range() !== 'unicast'
 }
+
+/**
+ * The network a client address stands for when counting what it does: an IPv4 address
+ * itself, an IPv6 address's /64 (one subscriber usually holds a whole /64 and can rotate
+ * through it at will). IPv4-mapped IPv6 counts as its IPv4 address; an unparseable value
+ * (a Unix socket, a test) counts as itself.
+ */
+export function clientNetwork (address: string): string {
+  let parsed: ipaddr.IPv4 | ipaddr.IPv6
+  try {
+    parsed = ipaddr.process(address.replace(/%.*$/, ''))
+  } catch {
+    return address
+  }
+  if (parsed.kind() === 'ipv4') return parsed.toString()
+  const parts = (parsed as ipaddr.IPv6).parts.slice(0, 4)
+  return `${parts.map((p) => p.toString(16)).join(':')}::/64`
+}

@@ -1,33 +1,40 @@
 import { randomBytes } from 'node:crypto'
 import fp from 'fastify-plugin'
-import jwt from '@fastify/jwt'
-import rateLimit from '@fastify/rate-limit'
+import fastifyJwt, { type JWT } from '@fastify/jwt'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { now } from '../db/engine.js'
-import { hashPasswordHash, verifyPasswordHash } from '../lib/password.js'
-import type { LoginBody, TokenResponse } from '../schemas/auth.js'
+import { createLoginAttempts } from '../db/login-attempts.js'
+import { createTokens, SECRET_BYTES, type TokenOwner } from '../db/tokens.js'
+import { createLoginThrottle, type LoginThrottleOptions } from '../lib/login-throttle.js'
+import { createPasswordVerifier, type PasswordVerifierOptions } from '../lib/password-verifier.js'
+import type { TokenResponse } from '../schemas/auth.js'
+
+export { LoginBusyError } from '../lib/password-verifier.js'
 
 export interface AuthOptions {
   /** token lifetime in seconds (TOKEN_EXPIRY) */
   tokenExpirySeconds: number
-  /** failed logins allowed per client address and username within `failedLoginWindowMs` */
-  maxFailedLogins?: number
-  failedLoginWindowMs?: number
+  /** how failed logins are slowed down (5 per username and 30 per network, per 15 minutes) */
+  throttle?: LoginThrottleOptions
+  /** how much password checking may run at once (1 at a time, 32 waiting) */
+  passwordVerification?: PasswordVerifierOptions
 }
 
 /** Who a verified token belongs to. */
-export interface Principal {
-  userid: number
-  username: string
-  plan: string
-}
+export type Principal = TokenOwner
 
-const SECRET_BYTES = 32
 export const INVALID_CREDENTIALS = 'invalid username or password'
+/**
+ * The one answer to a token that is not ours: malformed, forged, signed with another
+ * algorithm or key, or naming a user who does not exist. Telling these apart would tell
+ * an attacker which user ids exist.
+ */
+export const INVALID_TOKEN = 'Authorization token is invalid'
+const HOW_TO_AUTHENTICATE = 'send "Authorization: Bearer <token>" with a token from POST /v1/auth/token'
 
 export class AuthError extends Error {
-  statusCode = 401
-  code = 'UNAUTHORIZED'
+  readonly statusCode = 401
+  readonly code = 'UNAUTHORIZED'
+  readonly headers = { 'www-authenticate': 'Bearer' }
 }
 
 /**
@@ -36,8 +43,8 @@ export class AuthError extends Error {
  * (they name its host and port).
  */
 export class AuthUnavailableError extends Error {
-  statusCode = 503
-  code = 'AUTH_UNAVAILABLE'
+  readonly statusCode = 503
+  readonly code = 'AUTH_UNAVAILABLE'
   readonly publicMessage = 'credentials cannot be checked right now: the database is unavailable or busy; try again'
 }
 
@@ -49,41 +56,10 @@ async function fromDatabase<T> (what: string, query: () => Promise<T>): Promise<
   }
 }
 
-declare module '@fastify/jwt' {
-  interface FastifyJWT {
-    payload: { sub: string }
-    user: { sub: string, iat: number, exp: number }
-  }
-}
-
-declare module 'fastify' {
-  interface FastifyInstance {
-    auth: AuthService
-    /** onRequest/preHandler hook: 401 unless a valid Bearer token is presented; sets request.principal */
-    authenticate: (request: FastifyRequest, reply: FastifyReply) => Promise<void>
-  }
-  interface FastifyRequest {
-    principal?: Principal
-  }
-}
-
-/** The username and password hash of a login, from the body (JSON or form) or a Basic header. */
-export function readCredentials (request: FastifyRequest): LoginBody | undefined {
-  const body = request.body as Partial<LoginBody> | undefined
-  if (body !== undefined && body !== null && typeof body === 'object' && (body.username !== undefined || body.passwordHash !== undefined)) {
-    return typeof body.username === 'string' && typeof body.passwordHash === 'string'
-      ? { username: body.username, passwordHash: body.passwordHash }
-      : undefined
-  }
-  const header = request.headers.authorization
-  if (typeof header !== 'string') return undefined
-  const match = /^Basic ([A-Za-z0-9+/=]{1,400})$/.exec(header)
-  if (match === null) return undefined
-  const decoded = Buffer.from(match[1]!, 'base64').toString('utf8')
-  const colon = decoded.indexOf(':')
-  if (colon < 1) return undefined
-  return { username: decoded.slice(0, colon), passwordHash: decoded.slice(colon + 1) }
-}
+export type LoginResult =
+  | { outcome: 'token', token: TokenResponse }
+  | { outcome: 'refused' }
+  | { outcome: 'throttled', retryAfterSeconds: number, message: string }
 
 /** How many times a header field appears in a request (rawHeaders: name, value, name, value, …). */
 function fieldCount (rawHeaders: readonly string[], name: string): number {
@@ -92,121 +68,157 @@ function fieldCount (rawHeaders: readonly string[], name: string): number {
   return count
 }
 
-export function createAuthService (fastify: FastifyInstance, options: AuthOptions) {
+/**
+ * Node keeps at most `maxHeadersCount` fields of a request and silently drops the rest, so
+ * a second Authorization field pushed past that count would not be seen. A request that
+ * reached the count is refused instead of trusted.
+ */
+function mayHaveDroppedFields (request: FastifyRequest): boolean {
+  const server = (request.raw.socket as { server?: { maxHeadersCount?: number | null } } | null)?.server
+  // Node's default when the server says nothing (inject, or a socket of another kind)
+  const max = server?.maxHeadersCount ?? 2000
+  return max > 0 && request.raw.rawHeaders.length / 2 >= max
+}
+
+// fast-jwt failures that happen only after a valid signature: they cannot be produced by a
+// forger, and telling a client its genuine token expired is useful
+const GENUINE_TOKEN_FAILURES: Readonly<Record<string, string | undefined>> = {
+  FAST_JWT_EXPIRED: 'Authorization token expired',
+  FAST_JWT_INACTIVE: undefined,
+  FAST_JWT_INVALID_CLAIM_TYPE: undefined,
+  FAST_JWT_INVALID_CLAIM_VALUE: undefined,
+  FAST_JWT_MISSING_REQUIRED_CLAIM: undefined
+}
+
+function tokenFailure (error: unknown): AuthError {
+  const code = (error as { code?: unknown } | null)?.code
+  if (typeof code === 'string' && Object.hasOwn(GENUINE_TOKEN_FAILURES, code)) {
+    return new AuthError(GENUINE_TOKEN_FAILURES[code] ?? (error as Error).message, { cause: error })
+  }
+  return new AuthError(INVALID_TOKEN, { cause: error })
+}
+
+export function createAuthService (fastify: FastifyInstance, options: AuthOptions, jwt: JWT) {
   const { db, engine } = fastify.persistence
-  // Verifying against a real hash for unknown users too keeps "no such user" and
-  // "wrong password" indistinguishable by timing as well as by answer.
-  const dummyHash = hashPasswordHash('0'.repeat(64))
+  const tokens = createTokens(db, engine)
+  const throttle = createLoginThrottle(createLoginAttempts(db, engine), options.throttle)
+  const passwords = createPasswordVerifier(options.passwordVerification)
+  // Tokens naming no user are checked against this key, so they fail exactly where and
+  // how a forgery for a real user fails.
+  const unknownUserKey = randomBytes(SECRET_BYTES)
+  const principals = new WeakMap<FastifyRequest, Principal>()
+
+  async function login (username: string, passwordHash: string, ip: string): Promise<LoginResult> {
+    // counted before the password is checked, so a burst cannot pass together
+    const verdict = await fromDatabase('login: throttle failed', () => throttle.attempt(ip, username))
+    if (!verdict.allowed) return { outcome: 'throttled', retryAfterSeconds: verdict.retryAfterSeconds, message: verdict.reason }
+    const user = await fromDatabase('login: user lookup failed', () => fastify.users.findByUsername(username))
+    if (!await passwords.verify(user?.passwordhash, passwordHash) || user === undefined) return { outcome: 'refused' }
+    const secret = await fromDatabase('login: secret rotation failed', () => tokens.rotate(user.userid))
+    await fromDatabase('login: throttle failed', () => throttle.succeeded(verdict.keys))
+    const token = jwt.sign({ sub: String(user.userid) }, { key: secret, algorithm: 'HS256', expiresIn: options.tokenExpirySeconds })
+    return { outcome: 'token', token: { access_token: token, token_type: 'Bearer', expires_in: options.tokenExpirySeconds } }
+  }
+
+  /** The verified owner of a bearer token; throws AuthError (401) or AuthUnavailableError (503). */
+  async function verify (token: string): Promise<Principal> {
+    let sub: unknown
+    try {
+      sub = (jwt.decode(token) as { sub?: unknown } | null)?.sub
+    } catch (error) {
+      throw new AuthError(INVALID_TOKEN, { cause: error })
+    }
+    const userid = typeof sub === 'string' && /^[1-9][0-9]{0,9}$/.test(sub) ? Number(sub) : undefined
+    const found = userid === undefined ? undefined : await fromDatabase('token secret lookup failed', () => tokens.secretOf(userid))
+    try {
+      // Options are passed explicitly so that @fastify/jwt builds a verifier for this call
+      // instead of keeping one per secret forever. Every token this service signs has sub
+      // and exp; one without them is not ours, whatever its signature.
+      jwt.verify(token, { key: found?.secret ?? unknownUserKey, algorithms: ['HS256'], requiredClaims: ['sub', 'exp'] })
+    } catch (error) {
+      throw tokenFailure(error)
+    }
+    if (found === undefined) throw new AuthError(INVALID_TOKEN)
+    return found.owner
+  }
 
   return {
-    /** Checks the credentials and, on success, rotates the user's secret and signs a token with it. */
-    async login (username: string, passwordHash: string): Promise<TokenResponse | undefined> {
-      const user = await fromDatabase('login: user lookup failed', () => fastify.users.findByUsername(username))
-      const stored = user?.passwordhash ?? await dummyHash
-      const ok = await verifyPasswordHash(stored, passwordHash)
-      if (user === undefined || user.passwordhash == null || !ok) return undefined
+    login,
+    verify,
 
-      const secret = randomBytes(SECRET_BYTES)
-      const row = { userid: user.userid, user_secret: secret, last_updated: now(engine) }
-      const insert = db.insertInto('tokens').values(row)
-      await fromDatabase('login: secret rotation failed', () => (engine === 'mysql'
-        ? insert.onDuplicateKeyUpdate({ user_secret: secret, last_updated: now(engine) })
-        : insert.onConflict((oc) => oc.column('userid').doUpdateSet({ user_secret: secret, last_updated: now(engine) }))
-      ).execute())
-
-      const token = fastify.jwt.sign({ sub: String(user.userid) }, { key: secret, algorithm: 'HS256', expiresIn: options.tokenExpirySeconds })
-      return { access_token: token, token_type: 'Bearer', expires_in: options.tokenExpirySeconds }
+    /** onRequest/preHandler hook: 401 unless one valid Bearer token is presented; sets request.principal. */
+    async authenticate (request: FastifyRequest, reply: FastifyReply): Promise<void> {
+      try {
+        // Node keeps the first of two Authorization fields and drops the other; a proxy in front
+        // may read the last. Whoever the caller is must not depend on which one is read.
+        if (mayHaveDroppedFields(request)) throw new AuthError('too many header fields: the Authorization header cannot be checked')
+        if (fieldCount(request.raw.rawHeaders, 'authorization') > 1) throw new AuthError('the Authorization header must be sent once')
+        const header = request.headers.authorization ?? ''
+        if (!/^bearer /i.test(header)) throw new AuthError(HOW_TO_AUTHENTICATE)
+        const parts = header.split(' ')
+        if (parts.length !== 2 || parts[1] === '') throw new AuthError('Format is Authorization: Bearer [token]')
+        principals.set(request, await verify(parts[1]!))
+      } catch (error) {
+        if (error instanceof AuthError) reply.header('www-authenticate', 'Bearer')
+        throw error
+      }
     },
 
-    /** The secret and owner of a token's subject, or undefined when there is no usable secret. */
-    async secretFor (sub: unknown): Promise<{ secret: Buffer, principal: Principal } | undefined> {
-      if (typeof sub !== 'string' || !/^[1-9][0-9]{0,9}$/.test(sub)) return undefined
-      const row = await db.selectFrom('tokens')
-        .innerJoin('users', 'users.userid', 'tokens.userid')
-        .select(['tokens.user_secret', 'users.userid', 'users.username', 'users.plan'])
-        .where('tokens.userid', '=', Number(sub))
-        .executeTakeFirst()
-      // An empty key made old fast-jwt versions skip the signature check; whatever the
-      // version, a row without a full-length secret authenticates nobody.
-      if (row === undefined || row.user_secret == null || row.user_secret.length < SECRET_BYTES) return undefined
-      return { secret: Buffer.from(row.user_secret), principal: { userid: row.userid, username: row.username, plan: row.plan } }
-    }
+    /** The principal `authenticate` verified for this request; throws when it did not run. */
+    principalOf (request: FastifyRequest): Principal {
+      const principal = principals.get(request)
+      if (principal === undefined) throw new Error('this route reads the principal without authenticating: add imageDumpAuth.authenticate as its onRequest hook')
+      return principal
+    },
+
+    /** for tests and metrics: the most password verifications that ran at once */
+    get passwordPeakConcurrency (): number { return passwords.peakConcurrency }
   }
 }
 
-export type AuthService = ReturnType<typeof createAuthService> & { loginThrottle: LoginThrottle }
+export type AuthService = ReturnType<typeof createAuthService>
 
-/** Slows down guessing: failed logins are counted per client address and username. */
-export interface LoginThrottle {
-  /** seconds until another attempt is allowed, or 0 when allowed now */
-  retryAfter (request: FastifyRequest): Promise<number>
-  recordFailure (request: FastifyRequest): Promise<void>
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Logins, token verification and the authenticate hook of image-dump. */
+    imageDumpAuth: AuthService
+  }
+  interface FastifyRequest {
+    /** Who presented the request's token; readable on routes that run imageDumpAuth.authenticate. */
+    readonly principal: Principal
+  }
+}
+
+/** A namespace for @fastify/jwt no other registration in this tree uses (a host may have its own). */
+function freeNamespace (instance: FastifyInstance): string {
+  const taken = (instance as unknown as { jwt?: Record<string, unknown> }).jwt
+  let name = 'imageDump'
+  for (let n = 2; taken?.[name] !== undefined; n++) name = `imageDump${n}`
+  return name
 }
 
 async function auth (fastify: FastifyInstance, options: AuthOptions): Promise<void> {
-  const service = createAuthService(fastify, options)
-  const candidates = new WeakMap<FastifyRequest, Principal>()
-
-  await fastify.register(jwt, {
-    // The secret is looked up per token from its `sub`. A Buffer (not a string) is
-    // returned on purpose: @fastify/jwt caches one verifier per *string* secret and
-    // never evicts, which with a new secret at every login would grow without bound.
-    secret: async (request: FastifyRequest, token: unknown) => {
-      const sub = (token as { sub?: unknown } | null)?.sub
-      const found = await fromDatabase('token secret lookup failed', () => service.secretFor(sub))
-      if (found === undefined) throw new AuthError('Authorization token is invalid')
-      candidates.set(request, found.principal)
-      return found.secret
-    },
-    sign: { algorithm: 'HS256' },
-    verify: { algorithms: ['HS256'] }
-  })
-
-  // @fastify/rate-limit lives in its own child context so that its route hook does not
-  // reach the application's routes (the quota plugin registers its own instance).
-  let throttle: LoginThrottle | undefined
-  await fastify.register(async function failedLogins (child) {
-    await child.register(rateLimit, { global: false })
-    const limiter = child.createRateLimit({
-      max: options.maxFailedLogins ?? 5,
-      timeWindow: options.failedLoginWindowMs ?? 15 * 60_000,
-      keyGenerator: (request) => `${request.ip}|${readCredentials(request)?.username ?? ''}`
+  // @fastify/jwt lives in a child context of its own and under a namespace, so that its
+  // request decorators (`user`, `jwtVerify`…) never reach the routes of an app that uses
+  // @fastify/jwt itself; only its sign/decode/verify functions are used here, always with
+  // the user's own key.
+  let jwt: JWT | undefined
+  await fastify.register(async function tokenSigning (child) {
+    const namespace = freeNamespace(child)
+    await child.register(fastifyJwt, {
+      // never used: every call passes the user's secret as its key
+      secret: randomBytes(SECRET_BYTES),
+      namespace,
+      decoratorName: `${namespace}Token`,
+      sign: { algorithm: 'HS256' },
+      verify: { algorithms: ['HS256'] }
     })
-    throttle = {
-      async retryAfter (request) {
-        const state = await limiter(request, { increment: false })
-        return state.isAllowed || state.remaining > 0 ? 0 : Math.max(1, state.ttlInSeconds)
-      },
-      async recordFailure (request) {
-        await limiter(request)
-      }
-    }
+    jwt = (child.jwt as unknown as Record<string, JWT>)[namespace]
   })
-
-  fastify.decorate('auth', Object.assign(service, { loginThrottle: throttle! }))
-  fastify.decorate('authenticate', async function authenticate (request: FastifyRequest, reply: FastifyReply) {
-    try {
-      // Node keeps the first of two Authorization fields and drops the other; a proxy in front
-      // may read the last. Whoever the caller is must not depend on which one is read.
-      if (fieldCount(request.raw.rawHeaders, 'authorization') > 1) throw new AuthError('the Authorization header must be sent once')
-      if (!/^bearer /i.test(request.headers.authorization ?? '')) {
-        throw new AuthError('send "Authorization: Bearer <token>" with a token from POST /v1/auth/token')
-      }
-      // Options are passed explicitly so that @fastify/jwt builds a verifier for this
-      // call instead of consulting its unbounded per-secret cache. Every token this service
-      // signs has sub and exp; one without them is not ours, whatever its signature.
-      await request.jwtVerify({ algorithms: ['HS256'], requiredClaims: ['sub', 'exp'] })
-      const principal = candidates.get(request)
-      if (principal === undefined) throw new AuthError('Authorization token is invalid')
-      request.principal = principal
-    } catch (error) {
-      if (error instanceof AuthUnavailableError) throw error
-      reply.header('WWW-Authenticate', 'Bearer')
-      const message = error instanceof Error ? error.message : 'Authorization token is invalid'
-      throw Object.assign(new AuthError(message), { cause: error })
-    } finally {
-      candidates.delete(request)
-    }
+  const service = createAuthService(fastify, options, jwt!)
+  fastify.decorate('imageDumpAuth', service)
+  fastify.decorateRequest('principal', {
+    getter (this: FastifyRequest): Principal { return service.principalOf(this) }
   })
 }
 

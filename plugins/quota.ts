@@ -1,8 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import fp from 'fastify-plugin'
-import rateLimit from '@fastify/rate-limit'
 import { sql, type Kysely, type Transaction } from 'kysely'
-import type { FastifyInstance, FastifyReply, FastifyRequest, preHandlerAsyncHookHandler } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { msUntil, secondsAgo } from '../db/engine.js'
 import type { Database, Engine } from '../db/schema.js'
 import type { Principal } from './auth.js'
@@ -167,7 +166,7 @@ export function createQuotaService (db: Kysely<Database>, engine: Engine, option
 
 export type QuotaService = ReturnType<typeof createQuotaService> & {
   /** preHandler for a route under quota: admits (and logs) the request or answers 429 */
-  enforce: preHandlerAsyncHookHandler
+  enforce: (request: FastifyRequest, reply: FastifyReply) => Promise<void>
 }
 
 declare module 'fastify' {
@@ -175,71 +174,63 @@ declare module 'fastify' {
     quota: QuotaService
   }
   interface FastifyRequest {
-    /** the log row to write if this request is admitted */
-    quotaRecord?: QuotaRecord
-    /** the id of the `requests` row written when this request was admitted */
-    admittedRequestId?: number
+    /** the log row to write if this request is admitted; set before quota.enforce runs */
+    quotaRecord: QuotaRecord | null
+    /** the id of the `requests` row written when this request was admitted (throws before) */
+    readonly admittedRequestId: number
   }
 }
 
+export class QuotaExceededError extends Error {
+  readonly statusCode = 429
+  readonly code = 'QUOTA_EXCEEDED'
+  constructor (message: string, readonly headers: Record<string, string>) {
+    super(message)
+  }
+}
+
+/**
+ * Admission is a preHandler of its own rather than @fastify/rate-limit with a custom store:
+ * that plugin adds its `rateLimit` decorator only when none exists, so in an app that
+ * already registered it the quota would silently run on the app's in-memory store and
+ * fail open; and its store sees a key, not the request, which needed a map from keys back
+ * to requests that outlived aborted ones. Here the hook holds the request itself.
+ */
 async function quota (fastify: FastifyInstance, options: QuotaOptions): Promise<void> {
   const service = createQuotaService(fastify.persistence.db, fastify.persistence.engine, options)
-  // The rate limiter hands its store only a key; the key names the request, and this
-  // map (owned by this plugin instance) leads from the key back to it.
-  const inFlight = new Map<string, FastifyRequest>()
 
-  function principalOf (request: FastifyRequest): Principal {
-    if (request.principal === undefined) throw new Error('the quota applies to authenticated requests: register it after authentication')
-    return request.principal
+  // dies with its request, whether it was answered, aborted or timed out
+  const admitted = new WeakMap<FastifyRequest, number>()
+  fastify.decorateRequest('quotaRecord', null)
+  fastify.decorateRequest('admittedRequestId', {
+    getter (this: FastifyRequest): number {
+      const id = admitted.get(this)
+      if (id === undefined) throw new Error('this request was not admitted: run quota.enforce as its preHandler')
+      return id
+    }
+  })
+
+  async function enforce (request: FastifyRequest, reply: FastifyReply): Promise<void> {
+    const { userid, plan } = request.principal
+    const limit = service.limitFor(plan)
+    const record = request.quotaRecord ?? { dataformat: request.bodyFormat ?? 'json', data: null }
+    const admission = await service.admit(userid, limit, record)
+    const seconds = Math.max(1, Math.ceil(admission.ttlMs / 1000))
+    const headers = {
+      'ratelimit-limit': String(limit),
+      'ratelimit-remaining': String(Math.max(0, limit - admission.current)),
+      'ratelimit-reset': String(seconds)
+    }
+    if (!admission.admitted) {
+      throw new QuotaExceededError(
+        `quota exceeded: the ${plan} plan allows ${limit} dumps per ${service.windowSeconds / 60} minutes; the next slot frees in ${seconds} s`,
+        { ...headers, 'retry-after': String(seconds) })
+    }
+    admitted.set(request, admission.requestId!)
+    reply.headers(headers)
   }
 
-  // @fastify/rate-limit's store contract: incr(key, cb, timeWindow, max) → {current, ttl}.
-  class RequestsLogStore {
-    incr (key: string, cb: (error: Error | null, result?: { current: number, ttl: number }) => void, _timeWindow: number, max: number): void {
-      const request = inFlight.get(key)
-      if (request === undefined) {
-        cb(new QuotaUnavailableError('quota key without a request'))
-        return
-      }
-      const record = request.quotaRecord ?? { dataformat: request.bodyFormat ?? 'json', data: null }
-      service.admit(principalOf(request).userid, max, record).then((admission) => {
-        if (admission.admitted) request.admittedRequestId = admission.requestId
-        cb(null, { current: admission.current, ttl: admission.ttlMs })
-      }, (error: Error) => cb(error))
-    }
-
-    child (): RequestsLogStore {
-      return this
-    }
-  }
-
-  await fastify.register(rateLimit, {
-    global: false,
-    hook: 'preHandler',
-    enableDraftSpec: true,
-    store: RequestsLogStore,
-    skipOnError: false
-  })
-
-  const enforce = fastify.rateLimit({
-    max: async (request: FastifyRequest) => service.limitFor(principalOf(request).plan),
-    timeWindow: service.windowSeconds * 1000,
-    keyGenerator: (request: FastifyRequest) => {
-      const key = `${principalOf(request).userid}#${request.id}`
-      inFlight.set(key, request)
-      return key
-    },
-    errorResponseBuilder: (request: FastifyRequest, context: { max: number, ttl: number }) => {
-      const seconds = Math.max(1, Math.ceil(context.ttl / 1000))
-      return Object.assign(new Error(`quota exceeded: the ${request.principal?.plan ?? ''} plan allows ${context.max} dumps per ${service.windowSeconds / 60} minutes; the next slot frees in ${seconds} s`), { statusCode: 429 })
-    }
-  })
-
-  fastify.addHook('onResponse', async (request: FastifyRequest, _reply: FastifyReply) => {
-    if (request.principal !== undefined) inFlight.delete(`${request.principal.userid}#${request.id}`)
-  })
-
-  fastify.decorate('quota', Object.assign(service, { enforce: enforce as preHandlerAsyncHookHandler }))
+  fastify.decorate('quota', Object.assign(service, { enforce }))
 }
 
 export default fp(quota, { name: 'quota', fastify: '5.x', dependencies: ['persistence', 'auth'] })

@@ -2,91 +2,85 @@ import { readFile } from 'node:fs/promises'
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import { parseUsersFile, type UserEntry } from '../db/users-file.js'
+import { createUsers } from '../db/users.js'
+import { createTokens } from '../db/tokens.js'
 import { hashPasswordHash, needsRehash, sha256Hex, verifyPasswordHash } from '../lib/password.js'
 
+export type { UserWithPassword } from '../db/users.js'
+
 export interface UsersOptions {
-  /** users.txt to upsert at registration; nothing is imported when absent */
+  /** users.txt to make true at registration; nothing is imported when absent */
   usersFile?: string
   /** the plan names users may have */
   plans: readonly string[]
 }
 
-export interface UserWithPassword {
-  userid: number
-  username: string
-  plan: string
-  passwordhash: string | null
+export interface ImportSummary {
+  created: number
+  updated: number
+  /** users no longer in the file: they cannot log in and their tokens stopped working */
+  disabled: number
 }
 
-export function createUsersRepository (fastify: FastifyInstance) {
-  const { db } = fastify.persistence
-  return {
-    async findByUsername (username: string): Promise<UserWithPassword | undefined> {
-      return await db.selectFrom('users')
-        .leftJoin('authentication', 'authentication.userid', 'users.userid')
-        .select(['users.userid', 'users.username', 'users.plan', 'authentication.passwordhash'])
-        .where('users.username', '=', username)
-        .executeTakeFirst()
-    },
+export function createUsersService (fastify: FastifyInstance) {
+  const { db, engine } = fastify.persistence
+  const users = createUsers(db)
+  const tokens = createTokens(db, engine)
 
-    async findById (userid: number): Promise<{ userid: number, username: string, plan: string } | undefined> {
-      return await db.selectFrom('users').select(['userid', 'username', 'plan']).where('userid', '=', userid).executeTakeFirst()
-    },
+  return {
+    findByUsername: users.findByUsername,
+    findById: users.findById,
 
     /**
-     * Creates or updates each user and its password hash. A hash is recomputed only
-     * when the password or the hashing parameters changed, so restarts are cheap and
-     * do not churn the table.
+     * Makes the database say what `entries` say. A hash is recomputed only when the
+     * password or the hashing parameters changed, so restarts are cheap; a changed password
+     * revokes the user's tokens (a new password means the old sessions end too); users
+     * missing from `entries` are disabled: no login, tokens revoked, history kept.
      */
-    async upsert (entries: readonly UserEntry[]): Promise<{ created: number, updated: number }> {
-      let created = 0
-      let updated = 0
+    async upsert (entries: readonly UserEntry[]): Promise<ImportSummary> {
+      const summary: ImportSummary = { created: 0, updated: 0, disabled: 0 }
+      const listed = new Set<string>()
       for (const entry of entries) {
+        listed.add(entry.username)
         const passwordHash = sha256Hex(entry.password)
-        const existing = await this.findByUsername(entry.username)
-        const keepHash = existing?.passwordhash != null && !needsRehash(existing.passwordhash) &&
-          await verifyPasswordHash(existing.passwordhash, passwordHash)
-        const newHash = keepHash ? existing!.passwordhash! : await hashPasswordHash(passwordHash)
-        await db.transaction().execute(async (trx) => {
-          let userid = existing?.userid
-          if (userid === undefined) {
-            const result = await trx.insertInto('users').values({ username: entry.username, plan: entry.plan }).executeTakeFirstOrThrow()
-            userid = Number(result.insertId)
-            created++
-          } else if (existing!.plan !== entry.plan || !keepHash) {
-            await trx.updateTable('users').set({ plan: entry.plan }).where('userid', '=', userid).execute()
-            updated++
-          }
-          if (existing?.passwordhash == null) {
-            await trx.insertInto('authentication').values({ userid, passwordhash: newHash }).execute()
-          } else if (!keepHash) {
-            await trx.updateTable('authentication').set({ passwordhash: newHash }).where('userid', '=', userid).execute()
-          }
-        })
+        const existing = await users.findByUsername(entry.username)
+        const samePassword = existing?.passwordhash != null && await verifyPasswordHash(existing.passwordhash, passwordHash)
+        const keepHash = samePassword && !needsRehash(existing!.passwordhash!)
+        const passwordhash = keepHash ? existing!.passwordhash! : await hashPasswordHash(passwordHash)
+        if (existing !== undefined && keepHash && existing.plan === entry.plan) continue
+        const userid = await users.save({ username: entry.username, plan: entry.plan, passwordhash }, existing)
+        if (existing === undefined) summary.created++
+        else summary.updated++
+        if (existing?.passwordhash != null && !samePassword) await tokens.revoke([userid])
       }
-      return { created, updated }
+      const gone = (await users.all()).filter((user) => user.passwordhash !== null && !listed.has(user.username))
+      const ids = gone.map((user) => user.userid)
+      await users.disable(ids)
+      await tokens.revoke(ids)
+      summary.disabled = ids.length
+      return summary
     },
 
-    async importFile (path: string, plans: readonly string[]): Promise<{ created: number, updated: number }> {
+    async importFile (path: string, plans: readonly string[]): Promise<ImportSummary> {
       const text = await readFile(path, 'utf8')
       return await this.upsert(parseUsersFile(text, plans, path))
     }
   }
 }
 
-export type UsersRepository = ReturnType<typeof createUsersRepository>
+export type UsersService = ReturnType<typeof createUsersService>
 
 declare module 'fastify' {
   interface FastifyInstance {
-    users: UsersRepository
+    users: UsersService
   }
 }
 
 export default fp(async function users (fastify: FastifyInstance, options: UsersOptions) {
-  const repository = createUsersRepository(fastify)
-  fastify.decorate('users', repository)
+  const service = createUsersService(fastify)
+  fastify.decorate('users', service)
   if (options.usersFile !== undefined) {
-    const { created, updated } = await repository.importFile(options.usersFile, options.plans)
-    fastify.log.info({ usersFile: options.usersFile, created, updated }, 'users imported')
+    const summary = await service.importFile(options.usersFile, options.plans)
+    fastify.log.info({ usersFile: options.usersFile, ...summary }, 'users imported')
   }
 }, { name: 'users', fastify: '5.x', dependencies: ['persistence'] })

@@ -1,9 +1,9 @@
 import formbody from '@fastify/formbody'
 import type { FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import { INVALID_CREDENTIALS, readCredentials } from '../plugins/auth.js'
+import { INVALID_CREDENTIALS } from '../plugins/auth.js'
+import { readCredentials } from '../lib/credentials.js'
 import { LoginBodySchema, TokenResponseSchema } from '../schemas/auth.js'
-import { isPasswordHash } from '../lib/password.js'
 import { ErrorSchema } from '../schemas/error.js'
 
 export default async function authRoutes (fastify: FastifyInstance): Promise<void> {
@@ -25,19 +25,17 @@ export default async function authRoutes (fastify: FastifyInstance): Promise<voi
     },
     config: { xmlRoot: 'token' }
   }, async (request, reply) => {
-    const retryAfter = await fastify.auth.loginThrottle.retryAfter(request)
-    if (retryAfter > 0) {
-      reply.header('Retry-After', retryAfter)
-      return reply.code(429).send({ statusCode: 429, error: 'Too Many Requests', message: `too many failed logins; try again in ${retryAfter} s` })
-    }
     const { username, passwordHash } = request.body
-    const token = isPasswordHash(passwordHash) ? await fastify.auth.login(username, passwordHash) : undefined
-    if (token === undefined) {
-      await fastify.auth.loginThrottle.recordFailure(request)
+    const result = await fastify.imageDumpAuth.login(username, passwordHash, request.ip)
+    if (result.outcome === 'throttled') {
+      reply.header('Retry-After', result.retryAfterSeconds)
+      return reply.code(429).send({ statusCode: 429, error: 'Too Many Requests', message: result.message })
+    }
+    if (result.outcome === 'refused') {
       reply.header('WWW-Authenticate', 'Basic realm="image-dump"')
       return reply.code(401).send({ statusCode: 401, error: 'Unauthorized', message: INVALID_CREDENTIALS })
     }
     reply.header('Cache-Control', 'no-store')
-    return token
+    return result.token
   })
 }

@@ -19,7 +19,7 @@ export default async function dumpRoutes (fastify: FastifyInstance): Promise<voi
   app.post('/v1/dumps', {
     // Order matters: who (401) before parsing, what (400/413/415) before the quota, so
     // that only authenticated, valid dumps are counted and logged.
-    onRequest: fastify.authenticate,
+    onRequest: fastify.imageDumpAuth.authenticate,
     preValidation: [
       fastify.negotiation.batchHook,
       async (request) => { request.quotaRecord = fastify.dumps.admissionRecord(request.batch!, request.bodyFormat!) }
@@ -28,25 +28,25 @@ export default async function dumpRoutes (fastify: FastifyInstance): Promise<voi
     schema: { response: { 200: DumpResultSchema } },
     config: { xmlRoot: 'result' }
   }, async (request) => {
-    return await fastify.dumps.process(request.principal!, request.admittedRequestId!, request.batch!, request.bodyFormat!)
+    return await fastify.dumps.process(request.principal, request.admittedRequestId, request.batch!, request.bodyFormat!)
   })
 
   app.get('/v1/dumps/:requestId', {
-    onRequest: fastify.authenticate,
+    onRequest: fastify.imageDumpAuth.authenticate,
     schema: { params: DumpParams }
   }, async (request, reply) => {
-    const record = await fastify.dumps.find(request.principal!.userid, request.params.requestId)
+    const record = await fastify.dumps.find(request.principal.userid, request.params.requestId)
     if (record === undefined) throw notFound('dump')
     reply.header('X-Dump-Complete', String(record.complete))
     return reply.type(CONTENT_TYPES[record.format]).send(record.data)
   })
 
   app.get('/v1/dumps/:requestId/images/:imageId', {
-    onRequest: fastify.authenticate,
+    onRequest: fastify.imageDumpAuth.authenticate,
     schema: { params: ImageParams }
   }, async (request, reply) => {
     const { requestId, imageId } = request.params
-    const image = await fastify.dumps.image(request.principal!.userid, requestId, imageId)
+    const image = await fastify.dumps.image(request.principal.userid, requestId, imageId)
     if (image === undefined) throw notFound('image')
     reply.header('X-Content-Type-Options', 'nosniff')
     return reply.type(image.contentType).send(createReadStream(image.path))

@@ -4,8 +4,8 @@ import { ErrorSchema } from '../schemas/error.js'
 
 export default async function quotaRoutes (fastify: FastifyInstance): Promise<void> {
   fastify.get('/v1/quota', {
-    onRequest: fastify.authenticate,
+    onRequest: fastify.imageDumpAuth.authenticate,
     schema: { response: { 200: QuotaSchema, 401: ErrorSchema } },
     config: { xmlRoot: 'quota' }
-  }, async (request) => await fastify.quota.usage(request.principal!))
+  }, async (request) => await fastify.quota.usage(request.principal))
 }

@@ -38,6 +38,9 @@ const XML_BODY = `<items><item><name>Tomato Soup</name><images><url>${FTP}</url>
 
 const refused = (status: Refused['status'], message: RegExp): Refused => ({ status, message })
 const unauthorized = (message: RegExp): Refused => ({ status: 401, message, headers: { 'www-authenticate': /^Bearer$/ } })
+// one answer for every token that is not genuinely ours, whatever is wrong with it and
+// whether or not its user exists: different words would tell which user ids exist
+const forged = unauthorized(/^Authorization token is invalid$/)
 const admitted: Admitted = { status: 200, images: ['INVALID_URL'] }
 const unsupported = (type: string): Refused => refused(415, new RegExp(`^unsupported media type "${type.replace(/[+.]/g, '\\$&')}": send application/json, application/xml or text/xml$`))
 
@@ -83,15 +86,15 @@ function tokenCases (k: Keys): HostileCase[] {
     { name: 'an empty Authorization', request: { payload: BODY, headers: { authorization: '' } }, expected: unauthorized(/^send "Authorization: Bearer <token>" with a token from POST \/v1\/auth\/token$/) },
     { name: '"Bearer" alone', request: { payload: BODY, headers: { authorization: 'Bearer' } }, expected: unauthorized(/^send "Authorization: Bearer <token>" with a token from POST \/v1\/auth\/token$/) },
     { name: '"Bearer " with nothing after it', request: { payload: BODY, headers: { authorization: 'Bearer ' } }, expected: unauthorized(/^Format is Authorization: Bearer \[token\]$/) },
-    { name: 'Bearer garbage', request: { payload: BODY, headers: bearer('garbage') }, expected: unauthorized(/^Authorization token is invalid: The token is malformed\.$/) },
-    { name: 'Bearer a.b.c', request: { payload: BODY, headers: bearer('a.b.c') }, expected: unauthorized(/^Authorization token is invalid: The token header is not a valid base64url serialized JSON\.$/) },
-    { name: 'a token with a fourth segment', request: { payload: BODY, headers: bearer(`${k.token}.x`) }, expected: unauthorized(/^Authorization token is invalid: /) },
+    { name: 'Bearer garbage', request: { payload: BODY, headers: bearer('garbage') }, expected: forged },
+    { name: 'Bearer a.b.c', request: { payload: BODY, headers: bearer('a.b.c') }, expected: forged },
+    { name: 'a token with a fourth segment', request: { payload: BODY, headers: bearer(`${k.token}.x`) }, expected: forged },
     { name: 'a token followed by a word', request: { payload: BODY, headers: { authorization: `Bearer ${k.token} please` } }, expected: unauthorized(/^Format is Authorization: Bearer \[token\]$/) },
     { name: 'two spaces after Bearer', request: { payload: BODY, headers: { authorization: `Bearer  ${k.token}` } }, expected: unauthorized(/^Format is Authorization: Bearer \[token\]$/) },
-    { name: 'a 100 KB Authorization (through inject, which has no header limit)', request: { payload: BODY, headers: bearer('a'.repeat(100 * 1024)) }, expected: unauthorized(/token is malformed/) },
-    { name: 'the signature cut off', request: { payload: BODY, headers: bearer(`${h}.${p}.`) }, expected: unauthorized(/^Unsigned authorization token$/) },
-    { name: 'a header that is not JSON', request: { payload: BODY, headers: bearer(`${b64url('not json')}.${p}.${s}`) }, expected: unauthorized(/token header is not a valid base64url serialized JSON/) },
-    { name: 'a payload that is not JSON', request: { payload: BODY, headers: bearer(`${h}.${b64url('not json')}.${s}`) }, expected: unauthorized(/^Authorization token is invalid/) },
+    { name: 'a 100 KB Authorization (through inject, which has no header limit)', request: { payload: BODY, headers: bearer('a'.repeat(100 * 1024)) }, expected: forged },
+    { name: 'the signature cut off', request: { payload: BODY, headers: bearer(`${h}.${p}.`) }, expected: forged },
+    { name: 'a header that is not JSON', request: { payload: BODY, headers: bearer(`${b64url('not json')}.${p}.${s}`) }, expected: forged },
+    { name: 'a payload that is not JSON', request: { payload: BODY, headers: bearer(`${h}.${b64url('not json')}.${s}`) }, expected: forged },
     { name: 'a Basic header on /v1/dumps', request: { payload: BODY, headers: { authorization: `Basic ${Buffer.from(`${sampleUsers.gold.username}:${sha256Hex(sampleUsers.gold.password)}`).toString('base64')}` } }, expected: unauthorized(/^send "Authorization: Bearer <token>" with a token from POST \/v1\/auth\/token$/) },
     { name: 'a Digest header', request: { payload: BODY, headers: { authorization: 'Digest username="alice", realm="x", nonce="1", uri="/v1/dumps", response="0"' } }, expected: unauthorized(/^send "Authorization: Bearer <token>" with a token from POST \/v1\/auth\/token$/) },
     { name: 'the scheme in lowercase ("bearer") is the same scheme', request: { payload: BODY, headers: { authorization: `bearer ${k.token}` } }, expected: admitted },
@@ -99,39 +102,39 @@ function tokenCases (k: Keys): HostileCase[] {
     { name: 'the same valid Authorization twice', request: { payload: BODY, headers: { authorization: [`Bearer ${k.token}`, `Bearer ${k.token}`] } }, expected: unauthorized(/^the Authorization header must be sent once$/) },
 
     // algorithms
-    { name: 'alg none', request: { payload: BODY, headers: bearer(forgeToken({ alg: 'none', typ: 'JWT' }, claims)) }, expected: unauthorized(/^Unsigned authorization token$/) },
-    { name: 'alg None', request: { payload: BODY, headers: bearer(forgeToken({ alg: 'None', typ: 'JWT' }, claims)) }, expected: unauthorized(/^Unsigned authorization token$/) },
-    { name: 'alg NONE', request: { payload: BODY, headers: bearer(forgeToken({ alg: 'NONE', typ: 'JWT' }, claims)) }, expected: unauthorized(/^Unsigned authorization token$/) },
-    { name: 'alg none carrying a valid HS256 signature', request: { payload: BODY, headers: bearer(`${b64url(JSON.stringify({ alg: 'none', typ: 'JWT' }))}.${p}.${s}`) }, expected: unauthorized(/^The token algorithm is invalid\.$/) },
-    { name: 'HS384 with the user\'s own secret', request: { payload: BODY, headers: bearer(hs256({ alg: 'HS384' })) }, expected: unauthorized(/^The token algorithm is invalid\.$/) },
-    { name: 'HS512 with the user\'s own secret', request: { payload: BODY, headers: bearer(hs256({ alg: 'HS512' })) }, expected: unauthorized(/^The token algorithm is invalid\.$/) },
+    { name: 'alg none', request: { payload: BODY, headers: bearer(forgeToken({ alg: 'none', typ: 'JWT' }, claims)) }, expected: forged },
+    { name: 'alg None', request: { payload: BODY, headers: bearer(forgeToken({ alg: 'None', typ: 'JWT' }, claims)) }, expected: forged },
+    { name: 'alg NONE', request: { payload: BODY, headers: bearer(forgeToken({ alg: 'NONE', typ: 'JWT' }, claims)) }, expected: forged },
+    { name: 'alg none carrying a valid HS256 signature', request: { payload: BODY, headers: bearer(`${b64url(JSON.stringify({ alg: 'none', typ: 'JWT' }))}.${p}.${s}`) }, expected: forged },
+    { name: 'HS384 with the user\'s own secret', request: { payload: BODY, headers: bearer(hs256({ alg: 'HS384' })) }, expected: forged },
+    { name: 'HS512 with the user\'s own secret', request: { payload: BODY, headers: bearer(hs256({ alg: 'HS512' })) }, expected: forged },
     {
       name: 'RS256 header, HMAC signature with the secret (algorithm confusion)',
       request: { payload: BODY, headers: bearer(hmacUnder({ alg: 'RS256', typ: 'JWT' }, claims, k.secret)) },
-      expected: unauthorized(/^The token algorithm is invalid\.$/)
+      expected: forged
     },
-    { name: 'RS256 signed by a key of our own, shipped as jwk', request: { payload: BODY, headers: bearer(signAsymmetric({ alg: 'RS256', typ: 'JWT', jwk: k.rsa.publicKey.export({ format: 'jwk' }) }, claims, k.rsa.privateKey)) }, expected: unauthorized(/^The token algorithm is invalid\.$/) },
-    { name: 'ES256 signed by a key of our own', request: { payload: BODY, headers: bearer(signAsymmetric({ alg: 'ES256', typ: 'JWT' }, claims, k.ec.privateKey, 'ieee-p1363')) }, expected: unauthorized(/^The token algorithm is invalid\.$/) },
+    { name: 'RS256 signed by a key of our own, shipped as jwk', request: { payload: BODY, headers: bearer(signAsymmetric({ alg: 'RS256', typ: 'JWT', jwk: k.rsa.publicKey.export({ format: 'jwk' }) }, claims, k.rsa.privateKey)) }, expected: forged },
+    { name: 'ES256 signed by a key of our own', request: { payload: BODY, headers: bearer(signAsymmetric({ alg: 'ES256', typ: 'JWT' }, claims, k.ec.privateKey, 'ieee-p1363')) }, expected: forged },
 
     // key selection: kid / jku / jwk / x5u never choose the key
-    { name: 'kid "../../../dev/null" with an empty key', request: { payload: BODY, headers: bearer(hs256({ kid: '../../../dev/null' }, claims, '')) }, expected: unauthorized(/^Authorization token is invalid: The token signature is invalid\.$/) },
-    { name: 'kid naming another user, signed with a key of our own', request: { payload: BODY, headers: bearer(hs256({ kid: k.otherSub }, claims, attackerKey)) }, expected: unauthorized(/The token signature is invalid/) },
-    { name: 'jwk embedding our own symmetric key', request: { payload: BODY, headers: bearer(hs256({ jwk }, claims, attackerKey)) }, expected: unauthorized(/The token signature is invalid/) },
-    { name: 'jku pointing at our key set', request: { payload: BODY, headers: bearer(hs256({ jku: origin.url('/jwks.json') }, claims, attackerKey)) }, expected: unauthorized(/The token signature is invalid/) },
-    { name: 'x5u pointing at our certificate', request: { payload: BODY, headers: bearer(hs256({ x5u: origin.url('/cert.pem') }, claims, attackerKey)) }, expected: unauthorized(/The token signature is invalid/) },
+    { name: 'kid "../../../dev/null" with an empty key', request: { payload: BODY, headers: bearer(hs256({ kid: '../../../dev/null' }, claims, '')) }, expected: forged },
+    { name: 'kid naming another user, signed with a key of our own', request: { payload: BODY, headers: bearer(hs256({ kid: k.otherSub }, claims, attackerKey)) }, expected: forged },
+    { name: 'jwk embedding our own symmetric key', request: { payload: BODY, headers: bearer(hs256({ jwk }, claims, attackerKey)) }, expected: forged },
+    { name: 'jku pointing at our key set', request: { payload: BODY, headers: bearer(hs256({ jku: origin.url('/jwks.json') }, claims, attackerKey)) }, expected: forged },
+    { name: 'x5u pointing at our certificate', request: { payload: BODY, headers: bearer(hs256({ x5u: origin.url('/cert.pem') }, claims, attackerKey)) }, expected: forged },
     { name: 'kid, jku, jwk and x5u beside the right secret change nothing', request: { payload: BODY, headers: bearer(hs256({ kid: 'x', jku: origin.url('/jwks.json'), jwk, x5u: origin.url('/cert.pem') })) }, expected: admitted },
 
     // claims
     { name: 'expired', request: { payload: BODY, headers: bearer(hs256({}, { ...claims, iat: k.now - 3600, exp: k.now - 60 })) }, expected: unauthorized(/^Authorization token expired$/) },
     { name: 'not valid yet (nbf in an hour)', request: { payload: BODY, headers: bearer(hs256({}, { ...claims, nbf: k.now + 3600 })) }, expected: unauthorized(/^The token will be active at /) },
     { name: 'exp as a string', request: { payload: BODY, headers: bearer(hs256({}, { ...claims, exp: String(k.now + 600) })) }, expected: unauthorized(/^The exp claim must be a number\.$/) },
-    { name: 'another user\'s id, signed with this user\'s secret', request: { payload: BODY, headers: bearer(hs256({}, { ...claims, sub: k.otherSub })) }, expected: unauthorized(/The token signature is invalid/) },
-    { name: 'sub as a number', request: { payload: BODY, headers: bearer(hs256({}, { ...claims, sub: Number(k.sub) })) }, expected: unauthorized(/^Authorization token is invalid$/) },
-    { name: 'sub with a leading zero', request: { payload: BODY, headers: bearer(hs256({}, { ...claims, sub: `0${k.sub}` })) }, expected: unauthorized(/^Authorization token is invalid$/) },
-    { name: 'sub "1 OR 1=1"', request: { payload: BODY, headers: bearer(hs256({}, { ...claims, sub: '1 OR 1=1' })) }, expected: unauthorized(/^Authorization token is invalid$/) },
-    { name: 'sub of no user', request: { payload: BODY, headers: bearer(hs256({}, { ...claims, sub: '99999' })) }, expected: unauthorized(/^Authorization token is invalid$/) },
-    { name: 'no sub', request: { payload: BODY, headers: bearer(hs256({}, { iat: claims.iat, exp: claims.exp })) }, expected: unauthorized(/^Authorization token is invalid$/) },
-    { name: 'sub "__proto__"', request: { payload: BODY, headers: bearer(hs256({}, { ...claims, sub: '__proto__' })) }, expected: unauthorized(/^Authorization token is invalid$/) }
+    { name: 'another user\'s id, signed with this user\'s secret', request: { payload: BODY, headers: bearer(hs256({}, { ...claims, sub: k.otherSub })) }, expected: forged },
+    { name: 'sub as a number', request: { payload: BODY, headers: bearer(hs256({}, { ...claims, sub: Number(k.sub) })) }, expected: forged },
+    { name: 'sub with a leading zero', request: { payload: BODY, headers: bearer(hs256({}, { ...claims, sub: `0${k.sub}` })) }, expected: forged },
+    { name: 'sub "1 OR 1=1"', request: { payload: BODY, headers: bearer(hs256({}, { ...claims, sub: '1 OR 1=1' })) }, expected: forged },
+    { name: 'sub of no user', request: { payload: BODY, headers: bearer(hs256({}, { ...claims, sub: '99999' })) }, expected: forged },
+    { name: 'no sub', request: { payload: BODY, headers: bearer(hs256({}, { iat: claims.iat, exp: claims.exp })) }, expected: forged },
+    { name: 'sub "__proto__"', request: { payload: BODY, headers: bearer(hs256({}, { ...claims, sub: '__proto__' })) }, expected: forged }
   ]
 }
 
@@ -209,7 +212,7 @@ for (const engine of enginesUnderTest(t)) {
     t.test('a token from before a rotation', async (t) => {
       const first = await login(target.app, sampleUsers.bronze.username, sampleUsers.bronze.password)
       const second = await login(target.app, sampleUsers.bronze.username, sampleUsers.bronze.password)
-      runCase(t, target, { name: 'the first token after a second login', request: { payload: BODY, headers: bearer(first) }, expected: unauthorized(/The token signature is invalid/) })
+      runCase(t, target, { name: 'the first token after a second login', request: { payload: BODY, headers: bearer(first) }, expected: forged })
       runCase(t, target, { name: 'the second token', request: { payload: BODY, headers: bearer(second) }, expected: admitted })
     })
 
@@ -218,18 +221,18 @@ for (const engine of enginesUnderTest(t)) {
       const { sub } = decodeToken(token).payload as { sub: string }
       await target.app.db.updateTable('tokens').set({ user_secret: Buffer.alloc(0) }).where('userid', '=', Number(sub)).execute()
       const claims = { sub, iat: keys.now, exp: keys.now + 600 }
-      runCase(t, target, { name: 'signed with the empty key', request: { payload: BODY, headers: bearer(forgeToken({ alg: 'HS256', typ: 'JWT' }, claims, '')) }, expected: unauthorized(/^Authorization token is invalid$/) })
-      runCase(t, target, { name: 'the token issued before', request: { payload: BODY, headers: bearer(token) }, expected: unauthorized(/^Authorization token is invalid$/) })
+      runCase(t, target, { name: 'signed with the empty key', request: { payload: BODY, headers: bearer(forgeToken({ alg: 'HS256', typ: 'JWT' }, claims, '')) }, expected: forged })
+      runCase(t, target, { name: 'the token issued before', request: { payload: BODY, headers: bearer(token) }, expected: forged })
       t.test('once the row is gone', async (t) => {
         await target.app.db.deleteFrom('tokens').where('userid', '=', Number(sub)).execute()
-        runCase(t, target, { name: 'the token issued before', request: { payload: BODY, headers: bearer(token) }, expected: unauthorized(/^Authorization token is invalid$/) })
+        runCase(t, target, { name: 'the token issued before', request: { payload: BODY, headers: bearer(token) }, expected: forged })
       })
     })
 
     t.test('a token for a deleted user', async (t) => {
       const token = await login(target.app, sampleUsers.silver.username, sampleUsers.silver.password)
       await target.app.db.deleteFrom('users').where('username', '=', sampleUsers.silver.username).execute()
-      runCase(t, target, { name: 'the deleted user\'s valid-looking token', request: { payload: BODY, headers: bearer(token) }, expected: unauthorized(/^Authorization token is invalid$/) })
+      runCase(t, target, { name: 'the deleted user\'s valid-looking token', request: { payload: BODY, headers: bearer(token) }, expected: forged })
     })
 
     t.test('afterwards', async (t) => {

@@ -6,6 +6,7 @@ import auth from '../../plugins/auth.js'
 import { sha256Hex } from '../../lib/password.js'
 import { createTestDatabase, enginesUnderTest } from '../helpers/db.js'
 import { decodeToken, forgeToken } from '../helpers/jwt.js'
+import { issueToken } from '../helpers/users.js'
 
 const usersFile = new URL('../../users.txt', import.meta.url).pathname
 const plans = ['gold', 'silver', 'bronze']
@@ -16,7 +17,7 @@ async function bareApp (t: { teardown: (fn: () => unknown) => void }, url: strin
   await app.register(persistence, { databaseUrl: url })
   await app.register(users, { usersFile, plans })
   await app.register(auth, { tokenExpirySeconds })
-  app.get('/me', { onRequest: app.authenticate }, async (request) => request.principal)
+  app.get('/me', { onRequest: app.imageDumpAuth.authenticate }, async (request) => request.principal)
   await app.ready()
   t.teardown(() => app.close())
   return app
@@ -40,11 +41,11 @@ for (const engine of enginesUnderTest(t)) {
         t.notMatch(row.passwordhash, sha256Hex('gold-password'), 'never the client value itself')
       }
       const again = await app.users.importFile(usersFile, plans)
-      t.same(again, { created: 0, updated: 0 }, 'importing the same file again changes nothing')
+      t.same(again, { created: 0, updated: 0, disabled: 0 }, 'importing the same file again changes nothing')
     })
 
     t.test('login signs an HS256 token with the secret stored in tokens', async (t) => {
-      const token = await app.auth.login('alice', sha256Hex('gold-password'))
+      const token = await issueToken(app, 'alice', sha256Hex('gold-password'))
       t.ok(token)
       const { header, payload } = decodeToken(token!.access_token)
       t.equal(header.alg, 'HS256')
@@ -60,9 +61,9 @@ for (const engine of enginesUnderTest(t)) {
 
     t.test('each login rotates the secret and the time of rotation', async (t) => {
       const alice = (await app.users.findByUsername('alice'))!
-      const first = await app.auth.login('alice', sha256Hex('gold-password'))
+      const first = await issueToken(app, 'alice', sha256Hex('gold-password'))
       const before = await app.db.selectFrom('tokens').selectAll().where('userid', '=', alice.userid).executeTakeFirstOrThrow()
-      const second = await app.auth.login('alice', sha256Hex('gold-password'))
+      const second = await issueToken(app, 'alice', sha256Hex('gold-password'))
       const after = await app.db.selectFrom('tokens').selectAll().where('userid', '=', alice.userid).executeTakeFirstOrThrow()
       t.not(Buffer.from(after.user_secret).toString('hex'), Buffer.from(before.user_secret).toString('hex'))
       t.ok(new Date(after.last_updated) >= new Date(before.last_updated))
@@ -71,12 +72,12 @@ for (const engine of enginesUnderTest(t)) {
     })
 
     t.test('wrong password and unknown user are refused alike', async (t) => {
-      t.equal(await app.auth.login('alice', sha256Hex('wrong')), undefined)
-      t.equal(await app.auth.login('nobody', sha256Hex('gold-password')), undefined)
+      t.equal(await issueToken(app, 'alice', sha256Hex('wrong')), undefined)
+      t.equal(await issueToken(app, 'nobody', sha256Hex('gold-password')), undefined)
     })
 
     t.test('forged and stale tokens get 401', async (t) => {
-      const good = (await app.auth.login('bob', sha256Hex('silver-password')))!.access_token
+      const good = (await issueToken(app, 'bob', sha256Hex('silver-password')))!.access_token
       const { header, payload } = decodeToken(good)
       const bob = (await app.users.findByUsername('bob'))!
       const secret = Buffer.from((await app.db.selectFrom('tokens').select('user_secret').where('userid', '=', bob.userid).executeTakeFirstOrThrow()).user_secret)
@@ -106,7 +107,7 @@ for (const engine of enginesUnderTest(t)) {
 
     t.test('a user whose secret row is missing or empty gets 401', async (t) => {
       const carol = (await app.users.findByUsername('carol'))!
-      const token = (await app.auth.login('carol', sha256Hex('bronze-password')))!.access_token
+      const token = (await issueToken(app, 'carol', sha256Hex('bronze-password')))!.access_token
       t.equal((await me(app, token)).statusCode, 200)
       const { header, payload } = decodeToken(token)
 
@@ -123,7 +124,7 @@ for (const engine of enginesUnderTest(t)) {
     const database = await createTestDatabase(engine)
     t.teardown(database.drop)
     const app = await bareApp(t, database.url, 60)
-    const token = (await app.auth.login('alice', sha256Hex('gold-password')))!
+    const token = (await issueToken(app, 'alice', sha256Hex('gold-password')))!
     t.equal(token.expires_in, 60)
     const { payload } = decodeToken(token.access_token)
     t.equal(Number(payload.exp) - Number(payload.iat), 60)

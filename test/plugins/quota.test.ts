@@ -8,7 +8,7 @@ import quota from '../../plugins/quota.js'
 import { sha256Hex } from '../../lib/password.js'
 import type { Engine } from '../../db/schema.js'
 import { createTestDatabase, enginesUnderTest, type TestDatabase } from '../helpers/db.js'
-import { sampleUsers } from '../helpers/users.js'
+import { issueToken, sampleUsers } from '../helpers/users.js'
 
 const usersFile = new URL('../../users.txt', import.meta.url).pathname
 const plans = { gold: 100, silver: 50, bronze: 25 }
@@ -23,7 +23,7 @@ async function bareApp (t: Teardown, database: TestDatabase): Promise<FastifyIns
   await app.register(auth, { tokenExpirySeconds: 1200 })
   await app.register(quota, { plans })
   app.post('/limited', {
-    onRequest: app.authenticate,
+    onRequest: app.imageDumpAuth.authenticate,
     preValidation: async (request) => { request.quotaRecord = { dataformat: 'json', data: Buffer.from('{"test":true}') } },
     preHandler: app.quota.enforce
   }, async (request) => ({ requestId: request.admittedRequestId }))
@@ -33,7 +33,7 @@ async function bareApp (t: Teardown, database: TestDatabase): Promise<FastifyIns
 }
 
 async function tokenFor (app: FastifyInstance, user: { username: string, password: string }): Promise<string> {
-  return (await app.auth.login(user.username, sha256Hex(user.password)))!.access_token
+  return (await issueToken(app, user.username, sha256Hex(user.password)))!.access_token
 }
 
 const dump = (app: FastifyInstance, token: string) =>
