@@ -1,6 +1,7 @@
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Config } from './config.js'
+import { slowBodyGuard } from './lib/slow-body-guard.js'
 import persistence from './plugins/persistence.js'
 import users from './plugins/users.js'
 import auth from './plugins/auth.js'
@@ -57,8 +58,12 @@ export function serverOptions (config: Config, overrides: FastifyServerOptions =
   return {
     logger: { level: config.logLevel, redact: ['req.headers.authorization'] },
     bodyLimit: config.bodyLimitBytes,
-    // a dump answers when every image has an outcome; keep the connection for that long
-    requestTimeout: 0,
+    // Node's requestTimeout bounds receiving the request only (headers and body), never
+    // the wait for a dump's downloads, which their own deadlines bound
+    requestTimeout: config.requestTimeoutMs,
+    // slow headers (slowloris) are cut after 10 s; timeouts are checked every 2 s, not 30.
+    // Fastify hands `http` to http.createServer but does not declare it for HTTP/1.
+    ...({ http: { headersTimeout: Math.min(10_000, config.requestTimeoutMs), connectionsCheckingInterval: 2_000 } } as FastifyServerOptions),
     return503OnClosing: true,
     forceCloseConnections: 'idle',
     ...overrides
@@ -68,6 +73,10 @@ export function serverOptions (config: Config, overrides: FastifyServerOptions =
 /** A ready-to-listen Fastify instance running the whole service. */
 export async function buildApp (config: Config, overrides: FastifyServerOptions = {}): Promise<FastifyInstance> {
   const fastify = Fastify(serverOptions(config, overrides))
+  // Node silently drops header fields past about 1000; keeping them all (the 16 KiB header
+  // size still bounds them) lets a duplicated Authorization be seen wherever it is
+  fastify.server.maxHeadersCount = 0
+  fastify.addHook('onRequest', slowBodyGuard({ minBytesPerSecond: config.bodyMinBytesPerSecond }))
   await fastify.register(imageDumpPlugin, { config })
   await fastify.ready()
   return fastify

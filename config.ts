@@ -24,6 +24,8 @@ export const EnvSchema = Type.Object({
   LOG_LEVEL: Type.Optional(Type.Enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'],
     { description: 'one of fatal, error, warn, info, debug, trace, silent' })),
   PLANS: Type.Optional(Type.String({ pattern: '^[a-z][a-z0-9_-]*=[0-9]+(,[a-z][a-z0-9_-]*=[0-9]+)*$', description: 'plan=limit pairs, e.g. gold=100,silver=50,bronze=25' })),
+  REQUEST_TIMEOUT_MS: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{3,8}$', description: 'a number of milliseconds, at least 1000' })),
+  BODY_MIN_BYTES_PER_SECOND: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,9}$', description: 'a positive number of bytes per second' })),
   // Below a second the heartbeat (a quarter of it) would hammer the database for little gain.
   RECOVERY_STALE_MS: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{3,8}$', description: 'a number of milliseconds, at least 1000' }))
 })
@@ -43,6 +45,10 @@ export interface Config {
   maxItems: number
   maxImages: number
   bodyLimitBytes: number
+  /** longest a client may take to send a whole request, headers and body (not the answer) */
+  requestTimeoutMs: number
+  /** slowest a request body may arrive, on average over 10 s windows */
+  bodyMinBytesPerSecond: number
   logLevel: string
   /** dumps admitted per rolling hour, by plan name */
   plans: Record<string, number>
@@ -69,6 +75,9 @@ export const defaults: Config = {
   maxItems: 5_000,
   maxImages: 20_000,
   bodyLimitBytes: 16 * 1024 * 1024,
+  // a 16 MiB feed needs 140 KB/s to arrive within it; the rate below is the real guard
+  requestTimeoutMs: 120_000,
+  bodyMinBytesPerSecond: 8192,
   logLevel: 'info',
   plans: { gold: 100, silver: 50, bronze: 25 },
   recoveryStaleMs: 60_000
@@ -124,6 +133,8 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     maxItems: int('MAX_ITEMS', defaults.maxItems),
     maxImages: int('MAX_IMAGES', defaults.maxImages),
     bodyLimitBytes: int('BODY_LIMIT_BYTES', defaults.bodyLimitBytes),
+    requestTimeoutMs: int('REQUEST_TIMEOUT_MS', defaults.requestTimeoutMs),
+    bodyMinBytesPerSecond: int('BODY_MIN_BYTES_PER_SECOND', defaults.bodyMinBytesPerSecond),
     logLevel: e.LOG_LEVEL ?? defaults.logLevel,
     plans: e.PLANS === undefined ? { ...defaults.plans } : parsePlans(e.PLANS),
     recoveryStaleMs: int('RECOVERY_STALE_MS', defaults.recoveryStaleMs)

@@ -69,15 +69,18 @@ function fieldCount (rawHeaders: readonly string[], name: string): number {
 }
 
 /**
- * Node keeps at most `maxHeadersCount` fields of a request and silently drops the rest, so
- * a second Authorization field pushed past that count would not be seen. A request that
- * reached the count is refused instead of trusted.
+ * Node keeps a limited number of a request's header fields and silently drops the rest
+ * (about 1000 when the server's `maxHeadersCount` is unset; none are dropped when it is 0),
+ * so a second Authorization field pushed past that count would not be seen. A request that
+ * may have reached the count is refused instead of trusted; counted conservatively, since
+ * Node's own count is not documented as fields or as name/value entries.
  */
 function mayHaveDroppedFields (request: FastifyRequest): boolean {
   const server = (request.raw.socket as { server?: { maxHeadersCount?: number | null } } | null)?.server
-  // Node's default when the server says nothing (inject, or a socket of another kind)
-  const max = server?.maxHeadersCount ?? 2000
-  return max > 0 && request.raw.rawHeaders.length / 2 >= max
+  const max = server?.maxHeadersCount
+  if (max === 0) return false
+  const limit = max === undefined || max === null ? 1000 : Math.floor(max / 2)
+  return request.raw.rawHeaders.length / 2 >= limit
 }
 
 // fast-jwt failures that happen only after a valid signature: they cannot be produced by a

@@ -167,6 +167,13 @@ const rawCases: RawCase[] = [
   { name: 'two Authorization fields, the valid one first', bytes: (token) => rawDump([`Authorization: Bearer ${token}`, 'Authorization: Bearer garbage', 'Content-Type: application/json'], BODY), expected: unauthorized(/^the Authorization header must be sent once$/) },
   { name: 'two Authorization fields, the valid one last', bytes: (token) => rawDump(['Authorization: Bearer garbage', `Authorization: Bearer ${token}`, 'Content-Type: application/json'], BODY), expected: unauthorized(/^the Authorization header must be sent once$/) },
   { name: 'Authorization as "authorization" and "AUTHORIZATION"', bytes: (token) => rawDump([`authorization: Bearer ${token}`, `AUTHORIZATION: Bearer ${token}`, 'Content-Type: application/json'], BODY), expected: unauthorized(/^the Authorization header must be sent once$/) },
+  // Node keeps a limited number of header fields and drops the rest without a word: a second
+  // Authorization pushed past that count must not go unseen
+  ...[1030, 2500].map((fields): RawCase => ({
+    name: `${fields} header fields with a second Authorization last`,
+    bytes: (token) => rawDump([`Authorization: Bearer ${token}`, ...Array.from({ length: fields - 3 }, (_, i) => `p${i.toString(36)}:1`), 'Authorization: Bearer garbage', 'Content-Type: application/json'], BODY),
+    expected: unauthorized(/^(the Authorization header must be sent once|too many header fields: the Authorization header cannot be checked)$/)
+  })),
   { name: 'a 100 KB Authorization', bytes: () => rawDump([`Authorization: Bearer ${'a'.repeat(100 * 1024)}`, 'Content-Type: application/json'], BODY), expected: refused(431, /^Exceeded maximum allowed HTTP header size$/) },
   { name: 'Content-Length and Transfer-Encoding together (smuggling)', bytes: (token) => `POST /v1/dumps HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n${BODY.length.toString(16)}\r\n${BODY}\r\n0\r\n\r\n`, expected: clientError },
   { name: 'two different Content-Lengths', bytes: (token) => `POST /v1/dumps HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nContent-Length: ${BODY.length}\r\nContent-Length: 4\r\n\r\n${BODY}`, expected: clientError },
