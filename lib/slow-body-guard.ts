@@ -1,3 +1,4 @@
+import { Socket } from 'node:net'
 import type { FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify'
 
 export interface SlowBodyGuardOptions {
@@ -29,7 +30,8 @@ export function slowBodyGuard (options: SlowBodyGuardOptions = {}): onRequestHoo
     const raw = request.raw
     const socket = raw.socket
     const hasBody = raw.headers['transfer-encoding'] !== undefined || Number(raw.headers['content-length'] ?? 0) > 0
-    if (!hasBody || raw.complete || socket === null) return done()
+    // only a real connection has a byte counter (inject's stand-in has none)
+    if (!hasBody || raw.complete || !(socket instanceof Socket)) return done()
     let seen = socket.bytesRead
     const timer = setInterval(() => {
       if (raw.complete || socket.destroyed) return stop()
@@ -51,8 +53,10 @@ export function slowBodyGuard (options: SlowBodyGuardOptions = {}): onRequestHoo
     function stop (): void {
       clearInterval(timer)
       raw.off('close', stop)
+      raw.off('end', stop)
     }
     raw.once('close', stop)
+    raw.once('end', stop)
     done()
   }
 }
