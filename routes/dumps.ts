@@ -1,4 +1,5 @@
 import { createReadStream } from 'node:fs'
+import { join } from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
@@ -49,6 +50,6 @@ export default async function dumpRoutes (fastify: FastifyInstance): Promise<voi
     const image = await fastify.dumps.image(request.principal!.userid, requestId, imageId)
     if (image === undefined) throw notFound('image')
     reply.header('X-Content-Type-Options', 'nosniff')
-    return reply.type(image.contentType).send(createReadStream(image.path))
+    return reply.type(image.contentType).send(createReadStream(join(fastify.dumps.storageRoot, image.file)))
   })
 }
