@@ -1,11 +1,9 @@
-import { access, readdir, rm } from 'node:fs/promises'
-import { join, resolve, sep } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import fp from 'fastify-plugin'
 import { XMLParser } from 'fast-xml-parser'
 import type { FastifyInstance } from 'fastify'
 import { now, secondsAgo } from '../db/engine.js'
-import { IMAGE_EXTENSIONS, contentTypeOfExtension } from '../lib/sniff.js'
+import { createStorageLayout } from '../lib/storage-layout.js'
 import { serializeDocument } from './content-negotiation.js'
 import type { Batch, BodyFormat } from '../schemas/batch.js'
 import type { DumpResult, ImageResult, ItemResult } from '../schemas/dump.js'
@@ -110,12 +108,10 @@ export function readRecord (data: Buffer, format: BodyFormat): ItemResult[] {
 
 export function createDumpsService (fastify: FastifyInstance, options: DumpsOptions) {
   const { db, engine } = fastify.persistence
-  const storageDir = resolve(options.storageDir)
+  const storage = createStorageLayout(options.storageDir)
   const staleAfterMs = options.staleAfterMs ?? 60_000
   // ids of the rows this instance is processing right now, for the heartbeat
   const active = new Set<number>()
-
-  const folderOf = (userid: number, requestId: number): string => join(storageDir, String(userid), String(requestId))
 
   /**
    * Records the outcome of a dump, or says why it could not: 'unreachable' when the
@@ -145,14 +141,10 @@ export function createDumpsService (fastify: FastifyInstance, options: DumpsOpti
     }
   }
 
-  /** Removes the files of a dump whose record will say its images were interrupted. */
-  async function discardFiles (userid: number, requestId: number): Promise<void> {
-    const folder = folderOf(userid, requestId)
-    const names = await readdir(folder).catch(() => [] as string[])
-    await Promise.all(names.map((n) => rm(join(folder, n), { force: true })))
-  }
-
   return {
+    /** The folder the files `image` names are relative to. */
+    storageRoot: storage.root,
+
     /** The log row written at admission: the batch numbered, every image PENDING. */
     admissionRecord (batch: Batch, format: BodyFormat): QuotaRecord {
       const pending = { status: 'PENDING', items: numberBatch(batch) }
@@ -164,10 +156,9 @@ export function createDumpsService (fastify: FastifyInstance, options: DumpsOpti
       active.add(requestId)
       try {
         const items = numberBatch(batch)
-        const target = `${principal.userid}/${requestId}`
         const done = await Promise.all(items.map(async (item) => {
           const images = await Promise.all(item.images.map(async (image) =>
-            imageResult(requestId, image, await fastify.imageFetcher.fetchImage(image.url, { dir: target, name: String(image.imageId) }))))
+            imageResult(requestId, image, await fastify.imageFetcher.fetchImage(image.url, storage.dumpTarget(principal.userid, requestId, image.imageId)))))
           return { ...item, images, processStatus: statusOf(images) }
         }))
         const result: DumpResult = { requestId, status: statusOf(done.flatMap((item) => item.images)), items: done }
@@ -175,7 +166,7 @@ export function createDumpsService (fastify: FastifyInstance, options: DumpsOpti
         if (written === 'written') return result
         // The record will say (or already says) INTERRUPTED: the files must not outlive it,
         // or an image could be served for a dump whose record denies it.
-        await discardFiles(principal.userid, requestId)
+        await storage.removeDump(principal.userid, requestId)
         throw written === 'unreachable'
           ? new DumpNotRecordedError(`dump ${requestId}: the database could not be reached to record its outcome`,
             `the images of dump ${requestId} were downloaded but the database could not be reached to record them; they were discarded and the dump will be marked as interrupted; send it again`)
@@ -194,15 +185,9 @@ export function createDumpsService (fastify: FastifyInstance, options: DumpsOpti
       return { format: row.dataformat, data: Buffer.from(row.data), complete: Boolean(row.status) }
     },
 
-    /** The stored file of one image of one of the user's dumps. */
-    async image (userid: number, requestId: number, imageId: number): Promise<{ path: string, contentType: string } | undefined> {
-      // A dump's folder may hold thousands of files: probing the few possible names is
-      // cheaper than listing it.
-      for (const ext of IMAGE_EXTENSIONS) {
-        const path = join(folderOf(userid, requestId), `${imageId}.${ext}`)
-        if (await access(path).then(() => true, () => false)) return { path, contentType: contentTypeOfExtension(ext)! }
-      }
-      return undefined
+    /** The stored file of one image of one of the user's dumps, relative to storageRoot, and its type. */
+    async image (userid: number, requestId: number, imageId: number): Promise<{ file: string, contentType: string } | undefined> {
+      return await storage.findImage(userid, requestId, imageId)
     },
 
     /**
@@ -219,12 +204,7 @@ export function createDumpsService (fastify: FastifyInstance, options: DumpsOpti
       for (const row of rows) {
         if (active.has(row.id)) continue
         const { items, interrupted } = interrupt(row.data === null ? [] : readRecord(Buffer.from(row.data), row.dataformat))
-        const folder = folderOf(row.userid, row.id)
-        if (!folder.startsWith(storageDir + sep)) continue
-        const gone = new Set(interrupted.map(String))
-        const names = await readdir(folder).catch(() => [] as string[])
-        await Promise.all(names.filter((n) => n.endsWith('.part') || gone.has(n.slice(0, n.indexOf('.'))))
-          .map((n) => rm(join(folder, n), { force: true })))
+        if (!await storage.removeInterrupted(row.userid, row.id, interrupted)) continue
         const result = { requestId: row.id, status: statusOf(items.flatMap((item) => item.images)), items }
         // only rows still incomplete: another instance may have finished or recovered it meanwhile
         const update = await db.updateTable('requests')

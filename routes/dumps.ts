@@ -1,4 +1,4 @@
-import { createReadStream } from 'node:fs'
+import fastifyStatic from '@fastify/static'
 import type { FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
@@ -15,6 +15,21 @@ const CONTENT_TYPES = { json: 'application/json; charset=utf-8', xml: 'applicati
 export default async function dumpRoutes (fastify: FastifyInstance): Promise<void> {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
   const notFound = (what: string) => Object.assign(new Error(`${what} not found`), { statusCode: 404 })
+
+  // Stored images are sent with an ETag and Last-Modified (304 on a match) and honour
+  // Range (206). Only `reply.sendFile`, in this scope: no route of its own (serve: false),
+  // so no URL maps onto the storage folder and nothing lists it; the file is always one
+  // that dumps.image found for the caller's own dump.
+  await fastify.register(fastifyStatic, {
+    root: fastify.dumps.storageRoot,
+    serve: false,
+    index: false,
+    dotfiles: 'deny',
+    // the type is the one the bytes were sniffed as (from the stored extension), set below
+    contentType: false,
+    // set below: the images belong to one user
+    cacheControl: false
+  })
 
   app.post('/v1/dumps', {
     // Order matters: who (401) before parsing, what (400/413/415) before the quota, so
@@ -49,6 +64,8 @@ export default async function dumpRoutes (fastify: FastifyInstance): Promise<voi
     const image = await fastify.dumps.image(request.principal.userid, requestId, imageId)
     if (image === undefined) throw notFound('image')
     reply.header('X-Content-Type-Options', 'nosniff')
-    return reply.type(image.contentType).send(createReadStream(image.path))
+    // any cache may keep it only for this user, and asks again (a 304 with the ETag) before reuse
+    reply.header('Cache-Control', 'private, no-cache')
+    return reply.type(image.contentType).sendFile(image.file)
   })
 }

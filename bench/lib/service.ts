@@ -6,7 +6,7 @@
  */
 import { spawn, spawnSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { existsSync, readFileSync, statSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import { mkdir } from 'node:fs/promises'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -75,7 +75,9 @@ export function staleBuildWarning (): string | null {
   // an incremental build rewrites only what changed, but always its .tsbuildinfo
   const info = path.join(ROOT, 'dist', '.tsbuildinfo')
   const built = statSync(existsSync(info) ? info : SERVER_JS).mtimeMs
-  for (const source of ['server.ts', 'app.ts', 'config.ts', 'plugins/image-fetcher.ts', 'plugins/dumps.ts']) {
+  // the fetcher is composed of the modules in lib/download/
+  const download = readdirSync(path.join(ROOT, 'lib', 'download')).map((file) => `lib/download/${file}`)
+  for (const source of ['server.ts', 'app.ts', 'config.ts', 'plugins/image-fetcher.ts', 'plugins/dumps.ts', 'routes/dumps.ts', 'lib/storage-layout.ts', ...download]) {
     const file = path.join(ROOT, source)
     if (existsSync(file) && statSync(file).mtimeMs > built + 1000) return `${source} is newer than dist/: run \`npm run build\` (\`npm run bench\` does)`
   }

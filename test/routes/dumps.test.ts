@@ -188,6 +188,56 @@ for (const engine of enginesUnderTest(t)) {
       t.equal((await app.inject({ method: 'GET', url: `/v1/dumps/${response.json().requestId}/images/99`, headers: auth })).statusCode, 404)
     })
 
+    t.test('GET an image: an ETag, and 304 when the client has it already', async (t) => {
+      const response = await postDump(app, token, 'json', [{ name: 'Cached', images: [origin.url('/png/31')] }])
+      const location = response.json().items[0].images[0].location as string
+      const first = await app.inject({ method: 'GET', url: location, headers: auth })
+      t.equal(first.statusCode, 200)
+      const etag = first.headers.etag
+      t.type(etag, 'string', 'the image has an ETag')
+      t.equal(first.headers['x-content-type-options'], 'nosniff')
+      t.equal(first.headers['cache-control'], 'private, no-cache', 'no shared cache keeps it; a private one revalidates')
+
+      const again = await app.inject({ method: 'GET', url: location, headers: { ...auth, 'if-none-match': String(etag) } })
+      t.equal(again.statusCode, 304, 'the same ETag is Not Modified')
+      t.equal(again.rawPayload.length, 0, 'and has no body')
+      const other = await app.inject({ method: 'GET', url: location, headers: { ...auth, 'if-none-match': '"something-else"' } })
+      t.equal(other.statusCode, 200, 'another ETag gets the image')
+      t.same(other.rawPayload, makePng(31))
+      const stranger = await app.inject({ method: 'GET', url: location, headers: { 'if-none-match': String(etag) } })
+      t.equal(stranger.statusCode, 401, 'a conditional request still needs a token')
+    })
+
+    t.test('GET an image: a Range request answers 206 with those bytes', async (t) => {
+      const png = makePng(32, { bytes: 5000 })
+      const response = await postDump(app, token, 'json', [{ name: 'Ranged', images: [origin.url('/png/32?bytes=5000')] }])
+      const location = response.json().items[0].images[0].location as string
+      const full = await app.inject({ method: 'GET', url: location, headers: auth })
+      t.equal(full.headers['accept-ranges'], 'bytes', 'ranges are announced')
+
+      const part = await app.inject({ method: 'GET', url: location, headers: { ...auth, range: 'bytes=100-1099' } })
+      t.equal(part.statusCode, 206)
+      t.equal(part.headers['content-range'], 'bytes 100-1099/5000')
+      t.equal(part.headers['content-type'], 'image/png', 'the stored type, not a guess')
+      t.equal(part.headers['x-content-type-options'], 'nosniff')
+      t.same(part.rawPayload, png.subarray(100, 1100), 'exactly the bytes asked for')
+      const tail = await app.inject({ method: 'GET', url: location, headers: { ...auth, range: 'bytes=-10' } })
+      t.same(tail.rawPayload, png.subarray(4990), 'a suffix range')
+      const beyond = await app.inject({ method: 'GET', url: location, headers: { ...auth, range: 'bytes=6000-' } })
+      t.equal(beyond.statusCode, 416, 'a range past the end is Range Not Satisfiable')
+    })
+
+    t.test('the storage folder is not served: no route maps a URL onto it', async (t) => {
+      const response = await postDump(app, token, 'json', [{ name: 'Hidden', images: [origin.url('/png/33')] }])
+      const { requestId } = response.json()
+      const stored = (await filesUnder(storageDir)).find((f) => f.endsWith(`/${requestId}/1.png`))!
+      t.ok(stored, 'the image is on disk')
+      for (const url of [`/${stored}`, `/v1/${stored}`, `/v1/dumps/${stored}`]) {
+        t.equal((await app.inject({ method: 'GET', url, headers: auth })).statusCode, 404, url)
+      }
+      t.notOk(app.hasReplyDecorator('sendFile'), 'sending files is a decorator of the dump routes alone')
+    })
+
     t.test("another user's dumps and images are 404", async (t) => {
       const response = await postDump(app, token, 'json', [{ name: 'Mine', images: [origin.url('/png/5')] }])
       const { requestId } = response.json()
