@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import fp from 'fastify-plugin'
 import { XMLParser } from 'fast-xml-parser'
 import type { FastifyInstance } from 'fastify'
-import { now, secondsAgo } from '../db/engine.js'
+import { createRequests } from '../db/requests.js'
 import { createStorageLayout } from '../lib/storage-layout.js'
 import { serializeDocument } from './content-negotiation.js'
 import type { Batch, BodyFormat } from '../schemas/batch.js'
@@ -107,7 +107,7 @@ export function readRecord (data: Buffer, format: BodyFormat): ItemResult[] {
 }
 
 export function createDumpsService (fastify: FastifyInstance, options: DumpsOptions) {
-  const { db, engine } = fastify.persistence
+  const requests = createRequests(fastify.persistence.db, fastify.persistence.engine)
   const storage = createStorageLayout(options.storageDir)
   const staleAfterMs = options.staleAfterMs ?? 60_000
   // ids of the rows this instance is processing right now, for the heartbeat
@@ -123,14 +123,7 @@ export function createDumpsService (fastify: FastifyInstance, options: DumpsOpti
     // The outcome is already on disk; a brief database hiccup must not lose its record.
     for (let attempt = 1; ; attempt++) {
       try {
-        const update = await db.updateTable('requests').set({ data, status: 1, heartbeat_at: now(engine) })
-          .where('id', '=', requestId).where('status', '=', 0)
-          .executeTakeFirst()
-        if (Number(update.numUpdatedRows) > 0) return 'written'
-        // No incomplete row: either a recovery completed it, or an earlier attempt of this
-        // loop did and only its answer was lost with the connection.
-        const row = await db.selectFrom('requests').select('data').where('id', '=', requestId).executeTakeFirst()
-        return row?.data != null && Buffer.from(row.data).equals(data) ? 'written' : 'taken'
+        return await requests.complete(requestId, data)
       } catch (error) {
         if (attempt >= 4) {
           fastify.log.error({ err: error, requestId }, 'the outcome of a dump could not be recorded')
@@ -179,10 +172,7 @@ export function createDumpsService (fastify: FastifyInstance, options: DumpsOpti
 
     /** The logged record of one of the user's dumps, as stored. */
     async find (userid: number, requestId: number): Promise<{ format: BodyFormat, data: Buffer, complete: boolean } | undefined> {
-      const row = await db.selectFrom('requests').select(['dataformat', 'data', 'status'])
-        .where('id', '=', requestId).where('userid', '=', userid).executeTakeFirst()
-      if (row === undefined || row.data === null) return undefined
-      return { format: row.dataformat, data: Buffer.from(row.data), complete: Boolean(row.status) }
+      return await requests.find(userid, requestId)
     },
 
     /** The stored file of one image of one of the user's dumps, relative to storageRoot, and its type. */
@@ -196,10 +186,7 @@ export function createDumpsService (fastify: FastifyInstance, options: DumpsOpti
      * marked complete. Returns how many rows were completed.
      */
     async recoverInterrupted (olderThanMs = staleAfterMs): Promise<number> {
-      const rows = await db.selectFrom('requests').select(['id', 'userid', 'dataformat', 'data'])
-        .where('status', '=', 0)
-        .where('heartbeat_at', '<=', secondsAgo(engine, olderThanMs / 1000))
-        .execute()
+      const rows = await requests.stale(olderThanMs)
       let completed = 0
       for (const row of rows) {
         if (active.has(row.id)) continue
@@ -207,19 +194,14 @@ export function createDumpsService (fastify: FastifyInstance, options: DumpsOpti
         if (!await storage.removeInterrupted(row.userid, row.id, interrupted)) continue
         const result = { requestId: row.id, status: statusOf(items.flatMap((item) => item.images)), items }
         // only rows still incomplete: another instance may have finished or recovered it meanwhile
-        const update = await db.updateTable('requests')
-          .set({ data: Buffer.from(serializeDocument(result, row.dataformat, 'result')), status: 1 })
-          .where('id', '=', row.id).where('status', '=', 0)
-          .executeTakeFirst()
-        if (Number(update.numUpdatedRows) > 0) completed++
+        if (await requests.completeIfIncomplete(row.id, Buffer.from(serializeDocument(result, row.dataformat, 'result')))) completed++
       }
       return completed
     },
 
     /** Marks this instance's dumps in progress as alive. */
     async heartbeat (): Promise<void> {
-      if (active.size === 0) return
-      await db.updateTable('requests').set({ heartbeat_at: now(engine) }).where('id', 'in', [...active]).execute()
+      await requests.heartbeat([...active])
     }
   }
 }

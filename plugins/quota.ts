@@ -1,8 +1,8 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import fp from 'fastify-plugin'
-import { sql, type Kysely, type Transaction } from 'kysely'
+import type { Kysely } from 'kysely'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { msUntil, secondsAgo } from '../db/engine.js'
+import { createRequests, type RequestRecord } from '../db/requests.js'
 import type { Database, Engine } from '../db/schema.js'
 import type { Principal } from './auth.js'
 
@@ -21,10 +21,7 @@ export interface QuotaOptions {
 }
 
 /** What the log row of an admitted request holds; set by the route before the quota check. */
-export interface QuotaRecord {
-  dataformat: 'json' | 'xml'
-  data: Buffer | null
-}
+export type QuotaRecord = RequestRecord
 
 export interface Admission {
   admitted: boolean
@@ -65,10 +62,9 @@ function isTransient (error: unknown): boolean {
 }
 
 /**
- * The quota as plain functions over the request log. Admission is one transaction:
- * lock the user's row (by primary key: locking an empty index range instead would take
- * gap locks that deadlock concurrent inserts), count the user's rows of the last window
- * by the database clock, and insert the new row only when under the limit. Every
+ * The quota as plain functions over the request log. Admission is one transaction under
+ * the user's admission lock: count the user's rows of the last window by the database
+ * clock, and insert the new row only when under the limit. Every
  * instance sharing the database serialises on that row lock, so the limit holds across
  * processes, and nothing is kept in memory, so a restart forgets nothing.
  */
@@ -76,6 +72,7 @@ export function createQuotaService (db: Kysely<Database>, engine: Engine, option
   const windowSeconds = options.windowSeconds ?? 3600
   const maxAttempts = options.maxAttempts ?? 4
   const lockWaitTimeout = Math.max(1, Math.round(options.lockWaitTimeoutSeconds ?? 5))
+  const requests = createRequests(db, engine)
 
   function limitFor (plan: string): number {
     const limit = Object.hasOwn(options.plans, plan) ? options.plans[plan] : undefined
@@ -83,46 +80,15 @@ export function createQuotaService (db: Kysely<Database>, engine: Engine, option
     return limit
   }
 
-  async function windowOf (trx: Kysely<Database> | Transaction<Database>, userid: number): Promise<{ count: number, ttlMs: number }> {
-    const row = await trx.selectFrom('requests')
-      .select((eb) => [eb.fn.countAll<number>().as('count'), eb.fn.min('created_at').as('oldest')])
-      .where('userid', '=', userid)
-      .where('created_at', '>', secondsAgo(engine, windowSeconds))
-      .executeTakeFirstOrThrow()
-    const count = Number(row.count)
-    if (count === 0) return { count, ttlMs: 0 }
-    const { rows } = await sql<{ ms: number }>`SELECT ${msUntil(engine, sql.val(row.oldest), windowSeconds)} AS ms`.execute(trx)
-    return { count, ttlMs: Math.max(0, Number(rows[0]!.ms)) }
-  }
-
   async function admitOnce (userid: number, limit: number, record: QuotaRecord): Promise<Admission> {
-    const decide = async (trx: Kysely<Database> | Transaction<Database>): Promise<Admission> => {
-      if (engine === 'mysql') {
-        await sql`SET SESSION innodb_lock_wait_timeout = ${sql.lit(lockWaitTimeout)}`.execute(trx)
-        const locked = await trx.selectFrom('users').select('userid').where('userid', '=', userid).forUpdate().executeTakeFirst()
-        if (locked === undefined) throw new QuotaUnavailableError(`user ${userid} does not exist`)
-      }
-      const { count, ttlMs } = await windowOf(trx, userid)
+    const admission = await requests.underUserLock(userid, lockWaitTimeout, async (trx): Promise<Admission> => {
+      const { count, ttlMs } = await requests.window(trx, userid, windowSeconds)
       if (count >= limit) return { admitted: false, current: count + 1, ttlMs }
-      const result = await trx.insertInto('requests')
-        .values({ userid, dataformat: record.dataformat, data: record.data, status: 0 })
-        .executeTakeFirstOrThrow()
-      return { admitted: true, current: count + 1, ttlMs: count === 0 ? windowSeconds * 1000 : ttlMs, requestId: Number(result.insertId) }
-    }
-    if (engine === 'mysql') return await db.transaction().execute(decide)
-    // SQLite has a single writer; BEGIN IMMEDIATE takes the write lock up front so the
-    // count and the insert cannot interleave with another connection's.
-    return await db.connection().execute(async (conn) => {
-      await sql`BEGIN IMMEDIATE`.execute(conn)
-      try {
-        const admission = await decide(conn)
-        await sql`COMMIT`.execute(conn)
-        return admission
-      } catch (error) {
-        await sql`ROLLBACK`.execute(conn)
-        throw error
-      }
+      const requestId = await requests.insert(trx, userid, record)
+      return { admitted: true, current: count + 1, ttlMs: count === 0 ? windowSeconds * 1000 : ttlMs, requestId }
     })
+    if (admission === 'no such user') throw new QuotaUnavailableError(`user ${userid} does not exist`)
+    return admission
   }
 
   return {
@@ -151,7 +117,7 @@ export function createQuotaService (db: Kysely<Database>, engine: Engine, option
 
     async usage (principal: Principal): Promise<Usage> {
       const limit = limitFor(principal.plan)
-      const { count, ttlMs } = await windowOf(db, principal.userid)
+      const { count, ttlMs } = await requests.window(db, principal.userid, windowSeconds)
       return {
         plan: principal.plan,
         limit,

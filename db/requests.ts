@@ -1,0 +1,120 @@
+import { sql, type Kysely, type Transaction } from 'kysely'
+import { msUntil, now, secondsAgo } from './engine.js'
+import type { Database, Engine } from './schema.js'
+import type { BodyFormat } from '../schemas/batch.js'
+
+type Executor = Kysely<Database> | Transaction<Database>
+
+/** What the log row of an admitted request holds. */
+export interface RequestRecord {
+  dataformat: BodyFormat
+  data: Buffer | null
+}
+
+export interface StoredRequest {
+  format: BodyFormat
+  data: Buffer
+  complete: boolean
+}
+
+/**
+ * The `requests` table's owner: the log of admitted dumps, counted by the quota and
+ * completed by the dumps plugin. Every query on the table is here.
+ */
+export function createRequests (db: Kysely<Database>, engine: Engine) {
+  return {
+    /**
+     * Runs `decide` in a transaction that holds the user's admission lock: on MySQL the
+     * user's row, locked by primary key (locking an empty index range instead would take gap
+     * locks that deadlock concurrent inserts), waiting at most `lockWaitSeconds`; on SQLite
+     * the single write lock, taken up front with BEGIN IMMEDIATE.
+     */
+    async underUserLock<T> (userid: number, lockWaitSeconds: number, decide: (trx: Executor) => Promise<T>): Promise<T | 'no such user'> {
+      if (engine === 'mysql') {
+        return await db.transaction().execute(async (trx) => {
+          await sql`SET SESSION innodb_lock_wait_timeout = ${sql.lit(lockWaitSeconds)}`.execute(trx)
+          const locked = await trx.selectFrom('users').select('userid').where('userid', '=', userid).forUpdate().executeTakeFirst()
+          return locked === undefined ? 'no such user' : await decide(trx)
+        })
+      }
+      return await db.connection().execute(async (conn) => {
+        await sql`BEGIN IMMEDIATE`.execute(conn)
+        try {
+          const result = await decide(conn)
+          await sql`COMMIT`.execute(conn)
+          return result
+        } catch (error) {
+          await sql`ROLLBACK`.execute(conn)
+          throw error
+        }
+      })
+    },
+
+    /** The user's rows of the last window, by the database clock, and when the oldest leaves it. */
+    async window (executor: Executor, userid: number, windowSeconds: number): Promise<{ count: number, ttlMs: number }> {
+      const row = await executor.selectFrom('requests')
+        .select((eb) => [eb.fn.countAll<number>().as('count'), eb.fn.min('created_at').as('oldest')])
+        .where('userid', '=', userid)
+        .where('created_at', '>', secondsAgo(engine, windowSeconds))
+        .executeTakeFirstOrThrow()
+      const count = Number(row.count)
+      if (count === 0) return { count, ttlMs: 0 }
+      const { rows } = await sql<{ ms: number }>`SELECT ${msUntil(engine, sql.val(row.oldest), windowSeconds)} AS ms`.execute(executor)
+      return { count, ttlMs: Math.max(0, Number(rows[0]!.ms)) }
+    },
+
+    /** Logs an admitted request, incomplete; returns its id. */
+    async insert (executor: Executor, userid: number, record: RequestRecord): Promise<number> {
+      const result = await executor.insertInto('requests')
+        .values({ userid, dataformat: record.dataformat, data: record.data, status: 0 })
+        .executeTakeFirstOrThrow()
+      return Number(result.insertId)
+    },
+
+    /**
+     * Stores the outcome of a request still incomplete and marks it complete: 'written',
+     * or 'taken' when it was completed meanwhile by someone else (a recovery). A retry of
+     * a write whose answer was lost finds its own data and counts as written.
+     */
+    async complete (id: number, data: Buffer): Promise<'written' | 'taken'> {
+      const update = await db.updateTable('requests').set({ data, status: 1, heartbeat_at: now(engine) })
+        .where('id', '=', id).where('status', '=', 0)
+        .executeTakeFirst()
+      if (Number(update.numUpdatedRows) > 0) return 'written'
+      const row = await db.selectFrom('requests').select('data').where('id', '=', id).executeTakeFirst()
+      return row?.data != null && Buffer.from(row.data).equals(data) ? 'written' : 'taken'
+    },
+
+    /** Completes a request only if it is still incomplete (a recovery); whether it did. */
+    async completeIfIncomplete (id: number, data: Buffer): Promise<boolean> {
+      const update = await db.updateTable('requests').set({ data, status: 1 })
+        .where('id', '=', id).where('status', '=', 0)
+        .executeTakeFirst()
+      return Number(update.numUpdatedRows) > 0
+    },
+
+    /** One of the user's logged requests, as stored; undefined when not theirs or not recorded. */
+    async find (userid: number, id: number): Promise<StoredRequest | undefined> {
+      const row = await db.selectFrom('requests').select(['dataformat', 'data', 'status'])
+        .where('id', '=', id).where('userid', '=', userid).executeTakeFirst()
+      if (row === undefined || row.data === null) return undefined
+      return { format: row.dataformat, data: Buffer.from(row.data), complete: Boolean(row.status) }
+    },
+
+    /** Incomplete requests whose heartbeat is at least `olderThanMs` old. */
+    async stale (olderThanMs: number): Promise<Array<{ id: number, userid: number, dataformat: BodyFormat, data: Buffer | null }>> {
+      return await db.selectFrom('requests').select(['id', 'userid', 'dataformat', 'data'])
+        .where('status', '=', 0)
+        .where('heartbeat_at', '<=', secondsAgo(engine, olderThanMs / 1000))
+        .execute()
+    },
+
+    /** Marks these requests as being worked on right now. */
+    async heartbeat (ids: readonly number[]): Promise<void> {
+      if (ids.length === 0) return
+      await db.updateTable('requests').set({ heartbeat_at: now(engine) }).where('id', 'in', [...ids]).execute()
+    }
+  }
+}
+
+export type Requests = ReturnType<typeof createRequests>
