@@ -20,3 +20,9 @@ export async function migrateToLatest (db: Kysely<any>): Promise<string[]> { // 
   }
   return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName)
 }
+
+/** Brings the schema to the named version and no further (tests of a migration over existing data). */
+export async function migrateUpTo (db: Kysely<any>, name: string): Promise<void> { // eslint-disable-line @typescript-eslint/no-explicit-any -- any schema
+  const { error } = await new Migrator({ db, provider }).migrateTo(name)
+  if (error !== undefined) throw new Error(`database migration to ${name} failed`, { cause: error })
+}

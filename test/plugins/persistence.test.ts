@@ -3,7 +3,7 @@ import Fastify from 'fastify'
 import { sql } from 'kysely'
 import persistence from '../../plugins/persistence.js'
 import { connect } from '../../db/connect.js'
-import { migrateToLatest } from '../../db/migrate.js'
+import { migrateToLatest, migrateUpTo } from '../../db/migrate.js'
 import { createTestDatabase, enginesUnderTest } from '../helpers/db.js'
 
 for (const engine of enginesUnderTest(t)) {
@@ -13,16 +13,17 @@ for (const engine of enginesUnderTest(t)) {
     const { db } = connect(database.url)
     t.teardown(() => db.destroy())
 
-    t.same(await migrateToLatest(db), ['001_initial'], 'the first run applies the initial migration')
+    t.same(await migrateToLatest(db), ['001_initial', '002_exact_usernames_and_login_attempts'], 'the first run applies every migration')
     t.same(await migrateToLatest(db), [], 'a second run has nothing to do')
 
     const tables = (await db.introspection.getTables()).map((table) => table.name).sort()
-    t.same(tables, ['authentication', 'requests', 'tokens', 'users'])
+    t.same(tables, ['authentication', 'login_attempts', 'requests', 'tokens', 'users'])
     const columns = Object.fromEntries((await db.introspection.getTables()).map((table) => [table.name, table.columns.map((c) => c.name).sort()]))
     t.same(columns.users, ['plan', 'userid', 'username'])
     t.same(columns.authentication, ['passwordhash', 'userid'])
     t.same(columns.tokens, ['last_updated', 'user_secret', 'userid'])
     t.same(columns.requests, ['created_at', 'data', 'dataformat', 'heartbeat_at', 'id', 'status', 'userid'])
+    t.same(columns.login_attempts, ['attempts', 'throttle_key', 'window_start'])
 
     const user = await db.insertInto('users').values({ username: 'u', plan: 'gold' }).executeTakeFirstOrThrow()
     const userid = Number(user.insertId)
@@ -46,9 +47,26 @@ for (const engine of enginesUnderTest(t)) {
       const connections = [connect(database.url), connect(database.url), connect(database.url)]
       t.teardown(() => Promise.all(connections.map(({ db }) => db.destroy())))
       const applied = await Promise.all(connections.map(({ db }) => migrateToLatest(db)))
-      t.same(applied.flat(), ['001_initial'], 'exactly one instance applied the migration')
+      t.same(applied.flat(), ['001_initial', '002_exact_usernames_and_login_attempts'], 'exactly one instance applied the migrations')
     })
   }
+
+  t.test(`${engine}: usernames compare exactly, on a database made before that migration too`, async (t) => {
+    const database = await createTestDatabase(engine)
+    t.teardown(database.drop)
+    const { db } = connect(database.url)
+    t.teardown(() => db.destroy())
+    await migrateUpTo(db, '001_initial')
+    await db.insertInto('users').values({ username: 'bob', plan: 'gold' }).execute()
+    await migrateToLatest(db)
+    for (const spelling of ['BOB', 'Bob', 'bob ', 'bób']) {
+      const found = await db.selectFrom('users').select('userid').where('username', '=', spelling).execute()
+      t.same(found, [], `${JSON.stringify(spelling)} finds no one`)
+    }
+    t.equal((await db.selectFrom('users').select('userid').where('username', '=', 'bob').execute()).length, 1, 'bob is still bob')
+    await db.insertInto('users').values({ username: 'Bob', plan: 'gold' }).execute()
+    t.pass('another spelling is another name to the unique index')
+  })
 
   t.test(`${engine}: the plugin alone in a bare app`, async (t) => {
     const database = await createTestDatabase(engine)
