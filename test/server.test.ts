@@ -34,7 +34,7 @@ t.test('--import-users migrates, upserts users.txt and stops without serving', a
     cwd: fileURLToPath(new URL('..', import.meta.url)),
     env: { ...process.env, DATABASE_URL, LOG_LEVEL: 'info' }
   })
-  t.match(stdout, /"created":3,"updated":0,"msg":"users imported"/)
+  t.match(stdout, /"created":3,"updated":0,"disabled":0,"msg":"users imported"/)
   const { db } = connect(DATABASE_URL)
   t.teardown(() => db.destroy())
   t.same((await db.selectFrom('users').select('username').orderBy('username').execute()).map((u) => u.username), ['alice', 'bob', 'carol'])
