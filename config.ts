@@ -24,6 +24,7 @@ export const EnvSchema = Type.Object({
   LOG_LEVEL: Type.Optional(Type.Enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'],
     { description: 'one of fatal, error, warn, info, debug, trace, silent' })),
   PLANS: Type.Optional(Type.String({ pattern: '^[a-z][a-z0-9_-]*=[0-9]+(,[a-z][a-z0-9_-]*=[0-9]+)*$', description: 'plan=limit pairs, e.g. gold=100,silver=50,bronze=25' })),
+  SHUTDOWN_GRACE_MS: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{2,8}$', description: 'a number of milliseconds, at least 100' })),
   REQUEST_TIMEOUT_MS: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{3,8}$', description: 'a number of milliseconds, at least 1000' })),
   BODY_MIN_BYTES_PER_SECOND: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,9}$', description: 'a positive number of bytes per second' })),
   // Below a second the heartbeat (a quarter of it) would hammer the database for little gain.
@@ -49,6 +50,8 @@ export interface Config {
   requestTimeoutMs: number
   /** slowest a request body may arrive, on average over 10 s windows */
   bodyMinBytesPerSecond: number
+  /** how long a stop waits for in-flight requests before the process exits anyway */
+  shutdownGraceMs: number
   logLevel: string
   /** dumps admitted per rolling hour, by plan name */
   plans: Record<string, number>
@@ -78,6 +81,8 @@ export const defaults: Config = {
   // a 16 MiB feed needs 140 KB/s to arrive within it; the rate below is the real guard
   requestTimeoutMs: 120_000,
   bodyMinBytesPerSecond: 8192,
+  // below the 30 s most process managers wait before SIGKILL, so the stop stays ours
+  shutdownGraceMs: 25_000,
   logLevel: 'info',
   plans: { gold: 100, silver: 50, bronze: 25 },
   recoveryStaleMs: 60_000
@@ -135,6 +140,7 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     bodyLimitBytes: int('BODY_LIMIT_BYTES', defaults.bodyLimitBytes),
     requestTimeoutMs: int('REQUEST_TIMEOUT_MS', defaults.requestTimeoutMs),
     bodyMinBytesPerSecond: int('BODY_MIN_BYTES_PER_SECOND', defaults.bodyMinBytesPerSecond),
+    shutdownGraceMs: int('SHUTDOWN_GRACE_MS', defaults.shutdownGraceMs),
     logLevel: e.LOG_LEVEL ?? defaults.logLevel,
     plans: e.PLANS === undefined ? { ...defaults.plans } : parsePlans(e.PLANS),
     recoveryStaleMs: int('RECOVERY_STALE_MS', defaults.recoveryStaleMs)

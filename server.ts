@@ -1,11 +1,11 @@
 import Fastify from 'fastify'
+import closeWithGrace from 'close-with-grace'
 import { buildApp } from './app.js'
 import { ConfigError, loadConfig, type Config } from './config.js'
 import persistence from './plugins/persistence.js'
 import users from './plugins/users.js'
 
-// The process entry: read the configuration, start, and stop gracefully. Closing the
-// app lets in-flight requests finish, then closes the download agent and the database.
+// The process entry: read the configuration, start, and stop gracefully.
 
 async function main (): Promise<void> {
   let config: Config
@@ -29,18 +29,18 @@ async function main (): Promise<void> {
   }
 
   const app = await buildApp(config)
-  let stopping = false
-  const stop = (signal: NodeJS.Signals): void => {
-    if (stopping) return
-    stopping = true
-    app.log.info({ signal }, 'shutting down: finishing in-flight requests')
-    app.close().then(() => process.exit(0), (error: unknown) => {
-      app.log.error({ err: error }, 'error while shutting down')
-      process.exit(1)
-    })
-  }
-  process.once('SIGINT', stop)
-  process.once('SIGTERM', stop)
+  // SIGINT/SIGTERM: stop accepting, let in-flight requests finish, close the download agent
+  // and the database, exit 0. A dump still running after SHUTDOWN_GRACE_MS is abandoned (exit
+  // 1); its row is completed as interrupted at the next start or by another instance's
+  // sweep. An uncaught error closes the same way after logging it.
+  closeWithGrace({
+    delay: config.shutdownGraceMs,
+    logger: { error: (message: unknown, ...rest: unknown[]) => app.log.error({ detail: rest }, String(message)) }
+  }, async ({ signal, err }) => {
+    if (err !== undefined) app.log.error({ err }, 'uncaught error: shutting down')
+    else app.log.info({ signal }, 'shutting down: finishing in-flight requests')
+    await app.close()
+  })
   await app.listen({ port: config.port, host: config.host })
 }
 

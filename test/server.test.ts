@@ -67,3 +67,27 @@ t.test('SIGTERM lets the dump in flight finish, then the process exits cleanly',
   t.equal(await server.exited, 0, 'then the process exits with 0')
   t.ok(server.logs.some((line) => line.includes('shutting down')), 'and says it is shutting down')
 })
+
+t.test('a stop that cannot finish within SHUTDOWN_GRACE_MS exits 1 anyway', async (t) => {
+  const origin = await startOrigin()
+  t.teardown(() => origin.close())
+  const server = await startServerProcess({ ...env('grace'), SHUTDOWN_GRACE_MS: '500' })
+  t.teardown(() => server.stop('SIGKILL'))
+  const login = await request(`${server.baseUrl}/v1/auth/token`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ username: sampleUsers.gold.username, passwordHash: sha256Hex(sampleUsers.gold.password) })
+  })
+  const { access_token: token } = await login.body.json() as { access_token: string }
+  // an image the origin holds until told: the dump cannot finish before the grace runs out
+  const dump = request(`${server.baseUrl}/v1/dumps`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ items: [{ name: 'held', images: [origin.url('/held/grace/png/1')] }] })
+  }).catch((error: unknown) => error)
+  await origin.waitForRequests(1)
+  server.child.kill('SIGTERM')
+  t.equal(await server.exited, 1, 'the process exits by itself, with 1')
+  t.ok(server.logs.some((line) => line.includes('killed by timeout (500ms)')), 'saying why')
+  t.ok(await dump instanceof Error, 'the held dump lost its connection')
+})
