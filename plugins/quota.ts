@@ -3,6 +3,7 @@ import fp from 'fastify-plugin'
 import type { Kysely } from 'kysely'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { createRequests, type RequestRecord } from '../db/requests.js'
+import type { Quota } from '../schemas/quota.js'
 import type { Database, Engine } from '../db/schema.js'
 import type { Principal } from './auth.js'
 
@@ -32,15 +33,8 @@ export interface Admission {
   requestId?: number
 }
 
-export interface Usage {
-  plan: string
-  limit: number
-  used: number
-  remaining: number
-  /** seconds until the next slot frees (0 when a slot is free now) */
-  resetSeconds: number
-  windowSeconds: number
-}
+/** What GET /v1/quota answers: its schema is the one definition. */
+export type Usage = Quota
 
 export class QuotaUnavailableError extends Error {
   statusCode = 503
