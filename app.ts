@@ -1,6 +1,7 @@
-import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import Fastify, { type FastifyInstance, type FastifyRequest, type FastifyServerOptions } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Config } from './config.js'
+import { clip } from './lib/excerpt.js'
 import persistence from './plugins/persistence.js'
 import users from './plugins/users.js'
 import auth from './plugins/auth.js'
@@ -85,14 +86,28 @@ export const imageDumpWithDecorators = fp(async function imageDumpShared (fastif
   await imageDump(fastify, options)
 }, { name: 'image-dump', fastify: '5.x' })
 
-export function serverOptions (config: Config, overrides: FastifyServerOptions = {}): FastifyServerOptions {
+/** Fastify's view of a request in the log, with what the client chose (URL, Host) cut short. */
+function requestLogView (request: FastifyRequest): Record<string, unknown> {
   return {
-    logger: { level: config.logLevel, redact: ['req.headers.authorization'] },
+    method: request.method,
+    url: clip(request.url, 200),
+    host: clip(request.host, 100),
+    remoteAddress: request.ip,
+    remotePort: request.socket?.remotePort
+  }
+}
+
+/** The server's options; logger options given in `overrides` (a level, a stream) go over the service's. */
+export function serverOptions (config: Config, overrides: FastifyServerOptions = {}): FastifyServerOptions {
+  const logger = { level: config.logLevel, redact: ['req.headers.authorization'], serializers: { req: requestLogView } }
+  const { logger: loggerOverride, ...rest } = overrides
+  return {
+    logger: typeof loggerOverride === 'object' ? { ...logger, ...loggerOverride } : loggerOverride ?? logger,
     // a dump answers when every image has an outcome; keep the connection for that long
     requestTimeout: 0,
     return503OnClosing: true,
     forceCloseConnections: 'idle',
-    ...overrides
+    ...rest
   }
 }
 
