@@ -29,7 +29,7 @@ export default async function authRoutes (fastify: FastifyInstance): Promise<voi
         if (credentials !== undefined) request.body = credentials
       }
     },
-    config: { xmlRoot: 'token', accepts: 'application/json or application/x-www-form-urlencoded' }
+    config: { xmlRoot: 'token', accepts: 'application/json or application/x-www-form-urlencoded', bodyLimitName: 'the limit of a login' }
   }, async (request, reply) => {
     const retryAfter = await fastify.auth.loginThrottle.retryAfter(request)
     if (retryAfter > 0) {

@@ -19,12 +19,15 @@ declare module 'fastify' {
   interface FastifyContextConfig {
     /** What this route's body may be sent as, in the words of a 415 (a batch's types unless set). */
     accepts?: string
+    /** What this route's body limit is called in a 413 ('BODY_LIMIT_BYTES' unless set). */
+    bodyLimitName?: string
   }
 }
 
 export interface ErrorContext {
-  /** the body limit that applied, for the 413 message */
+  /** the body limit that applied, and its name, for the 413 message */
   bodyLimit?: number
+  bodyLimitName?: string
   /** the request's Content-Type, for the 415 message */
   contentType?: string
   /** what the route reads, for the 415 message */
@@ -48,9 +51,10 @@ export function buildErrorBody (error: unknown, context: ErrorContext = {}): Err
 
   if (code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
     statusCode = 413
+    const limit = context.bodyLimitName ?? 'BODY_LIMIT_BYTES'
     message = context.bodyLimit === undefined
-      ? 'request body is larger than BODY_LIMIT_BYTES'
-      : `request body is larger than BODY_LIMIT_BYTES (${context.bodyLimit} bytes)`
+      ? `request body is larger than ${limit}`
+      : `request body is larger than ${limit} (${context.bodyLimit} bytes)`
   } else if (code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
     statusCode = 415
     message = unsupportedMediaType(context.contentType, context.accepts).message
@@ -89,10 +93,12 @@ export function sendErrorBody (request: FastifyRequest, reply: FastifyReply, bod
 
 /** The error handler: logs (5xx as errors, 4xx as one short line) and answers. */
 export function negotiatedErrorHandler (error: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
+  const { accepts, bodyLimitName } = request.routeOptions.config
   const body = buildErrorBody(error, {
     bodyLimit: request.routeOptions.bodyLimit,
     contentType: request.headers['content-type'],
-    ...(request.routeOptions.config.accepts === undefined ? {} : { accepts: request.routeOptions.config.accepts }),
+    accepts,
+    bodyLimitName,
     replyStatus: reply.statusCode
   })
   // what Fastify's default handler does with error.headers (e.g. @fastify/rate-limit)

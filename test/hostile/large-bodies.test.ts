@@ -140,6 +140,14 @@ for (const engine of enginesUnderTest(t)) {
       }
     })
 
+    t.test('a GET route answers without reading a body sent with it', async (t) => {
+      const answer = await rawRequest(port, raw('GET', '/health', json, Buffer.alloc(BIG, '[')))
+      t.equal(answer.statusCode, 200)
+      t.equal(answer.headers['connection'], 'close', 'and closes the connection')
+      const read = await bytesReadBy(answer)
+      t.ok(read < 8 * MiB, `the server read ${Math.round(read / 1024)} KiB of 16 MiB`)
+    })
+
     t.test('answers and log lines quote the input short', async (t) => {
       const key = 'k'.repeat(BIG)
       const dump = (contentType: string, payload: string | Buffer, headers: Record<string, string> = {}) => app.inject({
