@@ -38,7 +38,8 @@ export function nestsDeeperThan (bytes: Uint8Array, maxDepth: number): boolean {
       inString = true
     } else if (byte === OPEN_ARRAY || byte === OPEN_OBJECT) {
       if (++depth > maxDepth) return true
-    } else if (byte === CLOSE_ARRAY || byte === CLOSE_OBJECT) {
+    } else if ((byte === CLOSE_ARRAY || byte === CLOSE_OBJECT) && depth > 0) {
+      // a stray closer makes the text malformed; it must not pay for deeper nesting after it
       depth--
     }
   }
