@@ -75,6 +75,8 @@ async function imageDump (fastify: FastifyInstance, { config }: ImageDumpOptions
 }
 
 export default imageDump
+/** App-wide error handling, for a host that wants the service's errors and 404s (see buildApp). */
+export { errorHandling }
 
 /**
  * The same application, not encapsulated: its decorators (`db`, `dumps`, `auth`, …) land on
