@@ -1,11 +1,14 @@
-import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import Fastify, { type FastifyInstance, type FastifyRequest, type FastifyServerOptions } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Config } from './config.js'
+import { clip } from './lib/excerpt.js'
 import { slowBodyGuard } from './lib/slow-body-guard.js'
 import persistence from './plugins/persistence.js'
 import users from './plugins/users.js'
 import auth from './plugins/auth.js'
 import contentNegotiation from './plugins/content-negotiation.js'
+import { closeIfBodyUnread, errorHandling, useNegotiatedErrors } from './plugins/content-negotiation/error-handler.js'
+import { useXmlAnswers } from './plugins/content-negotiation/xml-writer.js'
 import imageFetcher from './plugins/image-fetcher.js'
 import quota from './plugins/quota.js'
 import dumps from './plugins/dumps.js'
@@ -14,17 +17,43 @@ import dumpRoutes from './routes/dumps.js'
 import healthRoutes from './routes/health.js'
 import quotaRoutes from './routes/quota.js'
 
+export interface ImageDumpOptions {
+  config: Config
+}
+
 /**
- * The application: one plugin that registers each concern and the routes. It holds no
- * logic of its own; everything it wires is a plugin usable on its own elsewhere.
+ * The routes, in a scope of their own: they alone get the service's body parsers, answer
+ * format, error handler and connection handling, whatever scope the service is in.
  */
-async function imageDump (fastify: FastifyInstance, { config }: { config: Config }): Promise<void> {
+async function serviceRoutes (scope: FastifyInstance, { config }: ImageDumpOptions): Promise<void> {
   // A request still in flight when the server closes would leave its keep-alive connection
   // open until the idle timeout, holding the stop for a minute: those answers close it.
   let closing = false
-  fastify.addHook('preClose', async () => { closing = true })
-  fastify.addHook('onSend', async (_request, reply) => { if (closing) reply.header('connection', 'close') })
+  scope.addHook('preClose', async () => { closing = true })
+  scope.addHook('onSend', async (request, reply) => {
+    if (closing) reply.header('connection', 'close')
+    else closeIfBodyUnread(request, reply)
+  })
+  // No body is read unless a route below asks for its formats (and sets its own limit).
+  scope.removeAllContentTypeParsers()
+  useNegotiatedErrors(scope)
+  useXmlAnswers(scope)
 
+  await scope.register(healthRoutes)
+  await scope.register(authRoutes)
+  await scope.register(quotaRoutes)
+  await scope.register(dumpRoutes, { bodyLimit: config.bodyLimitBytes })
+}
+
+/**
+ * The application: registers each concern and the routes, and holds no logic of its own;
+ * everything it wires is a plugin usable on its own elsewhere.
+ *
+ * As the default export it is an encapsulated plugin, made to be embedded: registered with
+ * a `prefix`, as many times as a host likes, it sets no error or not-found handler, parser
+ * or hook outside its own routes, and its decorators stay inside it.
+ */
+async function imageDump (fastify: FastifyInstance, { config }: ImageDumpOptions): Promise<void> {
   await fastify.register(persistence, { databaseUrl: config.databaseUrl })
   await fastify.register(users, { usersFile: config.usersFile, plans: Object.keys(config.plans) })
   await fastify.register(contentNegotiation, { maxItems: config.maxItems, maxImages: config.maxImages })
@@ -43,21 +72,40 @@ async function imageDump (fastify: FastifyInstance, { config }: { config: Config
     // the embedded database belongs to this one process: whatever it left incomplete is interrupted
     staleAfterMs: config.databaseUrl.startsWith('sqlite:') ? 0 : config.recoveryStaleMs
   })
-
-  await fastify.register(healthRoutes)
-  await fastify.register(authRoutes)
-  await fastify.register(quotaRoutes)
-  await fastify.register(dumpRoutes)
+  await fastify.register(serviceRoutes, { config })
 }
 
-// Not encapsulated, so an embedding app (and the tests) can reach the decorators.
-const imageDumpPlugin = fp(imageDump, { name: 'image-dump', fastify: '5.x' })
-export default imageDumpPlugin
+export default imageDump
+/** App-wide error handling, for a host that wants the service's errors and 404s (see buildApp). */
+export { errorHandling }
 
-export function serverOptions (config: Config, overrides: FastifyServerOptions = {}): FastifyServerOptions {
+/**
+ * The same application, not encapsulated: its decorators (`db`, `dumps`, `auth`, …) land on
+ * the instance it is registered in, as buildApp (and the tests) use them. Fastify gives a
+ * plugin like this no prefix of its own, so it refuses one: mount the default export instead.
+ */
+export const imageDumpWithDecorators = fp(async function imageDumpShared (fastify: FastifyInstance, options: ImageDumpOptions & { prefix?: string }) {
+  if (options.prefix !== undefined) throw new TypeError('image-dump: imageDumpWithDecorators takes no prefix; register the default export under a prefix')
+  await imageDump(fastify, options)
+}, { name: 'image-dump', fastify: '5.x' })
+
+/** Fastify's view of a request in the log, with what the client chose (URL, Host) cut short. */
+function requestLogView (request: FastifyRequest): Record<string, unknown> {
   return {
-    logger: { level: config.logLevel, redact: ['req.headers.authorization'] },
-    bodyLimit: config.bodyLimitBytes,
+    method: request.method,
+    url: clip(request.url, 200),
+    host: clip(request.host, 100),
+    remoteAddress: request.ip,
+    remotePort: request.socket?.remotePort
+  }
+}
+
+/** The server's options; logger options given in `overrides` (a level, a stream) go over the service's. */
+export function serverOptions (config: Config, overrides: FastifyServerOptions = {}): FastifyServerOptions {
+  const logger = { level: config.logLevel, redact: ['req.headers.authorization'], serializers: { req: requestLogView } }
+  const { logger: loggerOverride, ...rest } = overrides
+  return {
+    logger: typeof loggerOverride === 'object' ? { ...logger, ...loggerOverride } : loggerOverride ?? logger,
     // Node's requestTimeout bounds receiving the request only (headers and body), never
     // the wait for a dump's downloads, which their own deadlines bound
     requestTimeout: config.requestTimeoutMs,
@@ -66,18 +114,26 @@ export function serverOptions (config: Config, overrides: FastifyServerOptions =
     ...({ http: { headersTimeout: Math.min(10_000, config.requestTimeoutMs), connectionsCheckingInterval: 2_000 } } as FastifyServerOptions),
     return503OnClosing: true,
     forceCloseConnections: 'idle',
-    ...overrides
+    ...rest
   }
 }
 
-/** A ready-to-listen Fastify instance running the whole service. */
+/**
+ * A ready-to-listen Fastify instance running the whole service: the application, plus what
+ * only the owner of a server may choose, app-wide error handling (errors and unknown routes
+ * answered like the service's own).
+ */
 export async function buildApp (config: Config, overrides: FastifyServerOptions = {}): Promise<FastifyInstance> {
   const fastify = Fastify(serverOptions(config, overrides))
   // Node silently drops header fields past about 1000; keeping them all (the 16 KiB header
   // size still bounds them) lets a duplicated Authorization be seen wherever it is
   fastify.server.maxHeadersCount = 0
   fastify.addHook('onRequest', slowBodyGuard({ minBytesPerSecond: config.bodyMinBytesPerSecond }))
-  await fastify.register(imageDumpPlugin, { config })
+  // The root serves no route of its own, so it reads no body: a body sent to an unknown
+  // path is answered 404 without being parsed, and its connection closed unread.
+  fastify.removeAllContentTypeParsers()
+  await fastify.register(errorHandling)
+  await fastify.register(imageDumpWithDecorators, { config })
   await fastify.ready()
   return fastify
 }

@@ -1,4 +1,5 @@
 import type { ColumnType, Generated, Insertable, Selectable } from 'kysely'
+import type { BodyFormat } from '../schemas/batch.js'
 
 /**
  * The tables, as the brief named them. This interface is the single source of truth
@@ -25,7 +26,7 @@ export interface TokensTable {
 export interface RequestsTable {
   id: Generated<number>
   userid: number
-  dataformat: 'json' | 'xml'
+  dataformat: BodyFormat
   /** The dump in its own format, with ids and statuses added; null until it is recorded. */
   data: Buffer | null
   /** 1 once every image has an outcome (a boolean, stored as 0/1 on both engines) */

@@ -6,12 +6,18 @@ import { readCredentials } from '../lib/credentials.js'
 import { LoginBodySchema, TokenResponseSchema } from '../schemas/auth.js'
 import { ErrorSchema } from '../schemas/error.js'
 
+// credentials are a few hundred bytes in any of the forms a login takes
+const LOGIN_BODY_LIMIT = 4 * 1024
+
 export default async function authRoutes (fastify: FastifyInstance): Promise<void> {
-  // Form bodies are a login convenience only; registered here, they stay out of the dumps routes.
+  // A login reads JSON or a form, nothing else. Form bodies are a login convenience only;
+  // registered here, they stay out of the dumps routes.
+  fastify.imageDumpNegotiation.readBodies(fastify, ['json'])
   await fastify.register(formbody)
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
 
   app.post('/v1/auth/token', {
+    bodyLimit: LOGIN_BODY_LIMIT,
     schema: {
       body: LoginBodySchema,
       response: { 200: TokenResponseSchema, 400: ErrorSchema, 401: ErrorSchema, 429: ErrorSchema }
@@ -23,7 +29,7 @@ export default async function authRoutes (fastify: FastifyInstance): Promise<voi
         if (credentials !== undefined) request.body = credentials
       }
     },
-    config: { xmlRoot: 'token' }
+    config: { xmlRoot: 'token', accepts: 'application/json or application/x-www-form-urlencoded', bodyLimitName: 'the limit of a login' }
   }, async (request, reply) => {
     const { username, passwordHash } = request.body
     const result = await fastify.imageDumpAuth.login(username, passwordHash, request.ip)

@@ -1,8 +1,12 @@
 import fastifyStatic from '@fastify/static'
 import type { FastifyInstance } from 'fastify'
-import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
+import { BatchSchema } from '../schemas/batch.js'
 import { DumpResultSchema } from '../schemas/dump.js'
+import { batchErrorFormatter } from '../plugins/content-negotiation/batch.js'
+import { CONTENT_TYPES } from '../plugins/content-negotiation/media-types.js'
+import { NotFoundError } from '../lib/errors.js'
 
 const DumpParams = Type.Object({ requestId: Type.Integer({ minimum: 1, maximum: 2 ** 31 - 1 }) })
 const ImageParams = Type.Object({
@@ -10,11 +14,16 @@ const ImageParams = Type.Object({
   imageId: Type.Integer({ minimum: 1, maximum: 2 ** 31 - 1 })
 })
 
-const CONTENT_TYPES = { json: 'application/json; charset=utf-8', xml: 'application/xml; charset=utf-8' } as const
+export interface DumpRoutesOptions {
+  /** the largest batch body read, in bytes (BODY_LIMIT_BYTES) */
+  bodyLimit: number
+}
 
-export default async function dumpRoutes (fastify: FastifyInstance): Promise<void> {
+export default async function dumpRoutes (fastify: FastifyInstance, options: DumpRoutesOptions): Promise<void> {
+  const negotiation = fastify.imageDumpNegotiation
+  // this scope reads batches, in JSON or XML, and no other body
+  negotiation.readBodies(fastify, ['json', 'xml'])
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
-  const notFound = (what: string) => Object.assign(new Error(`${what} not found`), { statusCode: 404 })
 
   // Stored images are sent with an ETag and Last-Modified (304 on a match) and honour
   // Range (206). Only `reply.sendFile`, in this scope: no route of its own (serve: false),
@@ -32,18 +41,22 @@ export default async function dumpRoutes (fastify: FastifyInstance): Promise<voi
   })
 
   app.post('/v1/dumps', {
-    // Order matters: who (401) before parsing, what (400/413/415) before the quota, so
-    // that only authenticated, valid dumps are counted and logged.
+    // Order matters: who (401) before the body is read, what (400/413/415) before the
+    // quota, so that only authenticated, valid dumps are counted and logged.
     onRequest: fastify.imageDumpAuth.authenticate,
-    preValidation: [
-      fastify.negotiation.batchHook,
-      async (request) => { request.quotaRecord = fastify.dumps.admissionRecord(request.batch!, request.bodyFormat!) }
+    bodyLimit: options.bodyLimit,
+    // XML and the literal JSON mapping are reshaped into the canonical batch; the schema decides
+    preValidation: negotiation.reshapeBatch,
+    schema: { body: BatchSchema, response: { 200: DumpResultSchema } },
+    validatorCompiler: TypeBoxValidatorCompiler,
+    schemaErrorFormatter: batchErrorFormatter,
+    preHandler: [
+      async (request) => { request.quotaRecord = fastify.dumps.admissionRecord(request.body, negotiation.bodyFormatOf(request)) },
+      fastify.quota.enforce
     ],
-    preHandler: fastify.quota.enforce,
-    schema: { response: { 200: DumpResultSchema } },
     config: { xmlRoot: 'result' }
   }, async (request) => {
-    return await fastify.dumps.process(request.principal, request.admittedRequestId, request.batch!, request.bodyFormat!)
+    return await fastify.dumps.process(request.principal, request.admittedRequestId, request.body, negotiation.bodyFormatOf(request))
   })
 
   app.get('/v1/dumps/:requestId', {
@@ -51,7 +64,7 @@ export default async function dumpRoutes (fastify: FastifyInstance): Promise<voi
     schema: { params: DumpParams }
   }, async (request, reply) => {
     const record = await fastify.dumps.find(request.principal.userid, request.params.requestId)
-    if (record === undefined) throw notFound('dump')
+    if (record === undefined) throw new NotFoundError('dump not found')
     reply.header('X-Dump-Complete', String(record.complete))
     return reply.type(CONTENT_TYPES[record.format]).send(record.data)
   })
@@ -62,7 +75,7 @@ export default async function dumpRoutes (fastify: FastifyInstance): Promise<voi
   }, async (request, reply) => {
     const { requestId, imageId } = request.params
     const image = await fastify.dumps.image(request.principal.userid, requestId, imageId)
-    if (image === undefined) throw notFound('image')
+    if (image === undefined) throw new NotFoundError('image not found')
     reply.header('X-Content-Type-Options', 'nosniff')
     // any cache may keep it only for this user, and asks again (a 304 with the ETag) before reuse
     reply.header('Cache-Control', 'private, no-cache')

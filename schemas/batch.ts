@@ -1,14 +1,28 @@
 import Type, { type Static } from 'typebox'
 
+/** The two formats a batch comes in, and its answer and stored record go out in. */
+export const BodyFormatSchema = Type.Union([Type.Literal('json'), Type.Literal('xml')])
+export type BodyFormat = Static<typeof BodyFormatSchema>
+
+/**
+ * Longest name, manufacturer, brand or category. Each is repeated in the answer and the
+ * stored record (in XML, where `'` and `"` become six characters each); longer text is no
+ * product's and only makes the answer bigger. URLs are checked per image (8192 characters,
+ * an INVALID_URL outcome), not here.
+ */
+export const ITEM_TEXT_MAX = 1000
+
+const itemText = (minLength = 0) => Type.String({ minLength, maxLength: ITEM_TEXT_MAX })
+
 /**
  * The canonical batch every accepted body becomes, whatever its format. XML, the
  * canonical JSON and the literal JSON mapping of the XML all normalise to this.
  */
 export const ItemSchema = Type.Object({
-  name: Type.String({ minLength: 1 }),
-  manufacturer: Type.Optional(Type.String()),
-  brand: Type.Optional(Type.String()),
-  category: Type.Optional(Type.String()),
+  name: itemText(1),
+  manufacturer: Type.Optional(itemText()),
+  brand: Type.Optional(itemText()),
+  category: Type.Optional(itemText()),
   images: Type.Array(Type.String({ minLength: 1 }), { minItems: 1 })
 }, { additionalProperties: false })
 
@@ -18,4 +32,3 @@ export const BatchSchema = Type.Object({
 
 export type Item = Static<typeof ItemSchema>
 export type Batch = Static<typeof BatchSchema>
-export type BodyFormat = 'json' | 'xml'

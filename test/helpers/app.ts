@@ -21,9 +21,10 @@ export interface TestApp {
 
 /**
  * The whole service on a fresh database and a fresh storage folder, built from the same
- * configuration loader production uses; `env` overrides variables as an operator would.
+ * configuration loader production uses; `env` overrides variables as an operator would,
+ * `server` Fastify's options (e.g. a logger stream to read the log).
  */
-export async function buildTestApp (t: Teardown, engine: Engine, env: Record<string, string> = {}, database?: TestDatabase, serverOptions: FastifyServerOptions = {}): Promise<TestApp> {
+export async function buildTestApp (t: Teardown, engine: Engine, env: Record<string, string> = {}, database?: TestDatabase, server: FastifyServerOptions = {}): Promise<TestApp> {
   const db = database ?? await createTestDatabase(engine)
   const storageDir = await mkdtemp(join(tmpdir(), 'image-dump-images-'))
   const config = loadConfig({
@@ -34,7 +35,7 @@ export async function buildTestApp (t: Teardown, engine: Engine, env: Record<str
     ALLOW_PRIVATE_NETWORKS: 'true',
     ...env
   })
-  const app = await buildApp(config, serverOptions)
+  const app = await buildApp(config, server)
   t.teardown(async () => {
     await app.close()
     if (database === undefined) await db.drop()

@@ -308,6 +308,66 @@ export async function rawExchange (port: number, bytes: string | Buffer): Promis
   return { statusCode: Number(/^HTTP\/1\.1 (\d{3})/.exec(statusLine ?? '')?.[1] ?? 0), headers, body }
 }
 
+export interface RawAnswer extends RawResponse {
+  /** milliseconds from connecting to the whole answer */
+  ms: number
+  /** the client's port: which of the server's sockets this exchange was */
+  localPort: number
+}
+
+/**
+ * Sends `bytes` to a listening server and resolves with the first answer as soon as it is
+ * complete (Content-Length framed), sent or not sent all of `bytes`: a server may answer
+ * before it reads a body, and close. The socket is destroyed then.
+ */
+export async function rawRequest (port: number, bytes: Buffer): Promise<RawAnswer> {
+  const started = performance.now()
+  return await new Promise<RawAnswer>((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1', () => { socket.write(bytes, () => {}) })
+    const chunks: Buffer[] = []
+    let done = false
+    const answered = (): boolean => {
+      const received = Buffer.concat(chunks)
+      const split = received.indexOf('\r\n\r\n')
+      if (split === -1) return false
+      const [statusLine, ...lines] = received.subarray(0, split).toString('latin1').split('\r\n')
+      const headers: Record<string, string> = {}
+      for (const line of lines) {
+        const colon = line.indexOf(':')
+        headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim()
+      }
+      const length = Number(headers['content-length'] ?? 0)
+      if (received.length - split - 4 < length) return false
+      done = true
+      const localPort = socket.localPort ?? 0
+      socket.destroy()
+      resolve({
+        statusCode: Number(/^HTTP\/1\.1 (\d{3})/.exec(statusLine ?? '')?.[1] ?? 0),
+        headers,
+        body: received.subarray(split + 4, split + 4 + length).toString('utf8'),
+        ms: performance.now() - started,
+        localPort
+      })
+      return true
+    }
+    socket.on('data', (chunk: Buffer) => { chunks.push(chunk); answered() })
+    // a server that answered and closed resets a client still sending: the answer counts
+    socket.on('error', (error) => { if (!done && !answered()) reject(error) })
+    socket.on('close', () => { if (!done && !answered()) reject(new Error('the connection closed before an answer')) })
+  })
+}
+
+/** `body` in chunked transfer coding, 64 KiB a chunk. */
+export function chunked (body: Buffer): Buffer {
+  const parts: Buffer[] = []
+  for (let at = 0; at < body.length; at += 64 * 1024) {
+    const chunk = body.subarray(at, at + 64 * 1024)
+    parts.push(Buffer.from(`${chunk.length.toString(16)}\r\n`), chunk, Buffer.from('\r\n'))
+  }
+  parts.push(Buffer.from('0\r\n\r\n'))
+  return Buffer.concat(parts)
+}
+
 /** A POST /v1/dumps request as raw bytes, one header line per entry. */
 export function rawDump (headerLines: readonly string[], payload: string): string {
   return `POST /v1/dumps HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n${headerLines.map((line) => `${line}\r\n`).join('')}` +

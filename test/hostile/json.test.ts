@@ -7,8 +7,9 @@
  * - An own "__proto__" key, or a "constructor" object with a "prototype", is refused anywhere
  *   in the document, named by its path; as a *value* "__proto__" is just text.
  * - Duplicate keys: the last one wins, as in JSON.parse (and the logged record shows it).
- * - Nesting depth is bounded by BODY_LIMIT_BYTES only: the parser and the checks after it
- *   are iterative, and the schema stops at the first level that is wrong.
+ * - Arrays and objects nested deeper than 64 levels are refused before JSON.parse runs, by a
+ *   count over the bytes (brackets inside strings do not count); up to 64, the checks after
+ *   the parser are iterative, and the schema stops at the first level that is wrong.
  * - The body must be valid UTF-8; a JSON string may still carry any character JSON can
  *   escape (\u0000, a lone surrogate), and is answered and logged as sent.
  */
@@ -26,12 +27,13 @@ const json = (value: unknown): string => JSON.stringify(value)
 const withItemField = (field: string): string => `{"items":[{"name":"x","images":["${FTP}"],${field}}]}`
 const withName = (raw: string): string => `{"items":[{"name":${raw},"images":["${FTP}"]}]}`
 const deepArrays = (levels: number): string => `${'['.repeat(levels)}${']'.repeat(levels)}`
-const deepObjects = (levels: number, leaf = '1'): string => `${'{"a":'.repeat(levels)}${leaf}${'}'.repeat(levels)}`
+const deepObjects = (levels: number, leaf = '1', key = 'a'): string => `${`{"${key}":`.repeat(levels)}${leaf}${'}'.repeat(levels)}`
 const bytes = (...parts: Array<string | number[]>): Buffer => Buffer.concat(parts.map((p) => typeof p === 'string' ? Buffer.from(p) : Buffer.from(p)))
 
 const refused = (status: Refused['status'], message: RegExp): Refused => ({ status, message })
 const admitted = (item?: Record<string, unknown>, images = ['INVALID_URL']): Admitted => ({ status: 200, images, ...(item === undefined ? {} : { item }) })
 const notAnObject = refused(400, /^body: must be an object with an "items" list$/)
+const tooDeep = refused(400, /^JSON nested deeper than 64 levels \(arrays and objects\)$/)
 
 const cases: HostileCase[] = [
   // prototype pollution
@@ -42,7 +44,9 @@ const cases: HostileCase[] = [
   { name: '__proto__ in the literal mapping\'s item', request: { payload: `{"items":{"item":{"__proto__":{"polluted":1},"name":"x","images":{"url":["${FTP}"]}}}}` }, expected: refused(400, /^items\.item: the key "__proto__" is not allowed$/) },
   { name: '__proto__ as the images wrapper', request: { payload: `{"items":[{"name":"x","images":{"__proto__":["${FTP}"]}}]}` }, expected: refused(400, /^items\[0\]\.images: the key "__proto__" is not allowed$/) },
   { name: '__proto__ spelled with \\u escapes', request: { payload: `{"\\u005f\\u005fproto\\u005f\\u005f":{"polluted":true},"items":[${json(good)}]}` }, expected: refused(400, /^body: the key "__proto__" is not allowed$/) },
-  { name: '__proto__ 10 000 levels down', request: { payload: withItemField(`"x":${deepObjects(10_000, '{"__proto__":{"polluted":1}}')}`) }, expected: refused(400, /^items\[0\]\.x\.a\.a.*… \(10003 levels down\): the key "__proto__" is not allowed$/) },
+  // 3 levels to the item, 58 down x, the object holding __proto__ and its value: 63
+  { name: '__proto__ 61 levels down', request: { payload: withItemField(`"x":${deepObjects(58, '{"__proto__":{"polluted":1}}', 'level')}`) }, expected: refused(400, /^items\[0\]\.x\.level\.level.*… \(61 levels down\): the key "__proto__" is not allowed$/) },
+  { name: '__proto__ 10 000 levels down is too deep to be parsed at all', request: { payload: withItemField(`"x":${deepObjects(10_000, '{"__proto__":{"polluted":1}}')}`) }, expected: tooDeep },
   { name: 'constructor as a plain field', request: { payload: withItemField('"constructor":"x"') }, expected: refused(400, /^items\[0\]: unknown field "constructor"$/) },
   { name: 'a prototype field', request: { payload: withItemField('"prototype":{"polluted":1}') }, expected: refused(400, /^items\[0\]: unknown field "prototype"$/) },
   { name: 'toString and hasOwnProperty fields', request: { payload: withItemField('"toString":"x","hasOwnProperty":"y"') }, expected: refused(400, /^items\[0\]: unknown field "toString"$/) },
@@ -85,10 +89,14 @@ const cases: HostileCase[] = [
   { name: 'a hex number is not JSON', request: { payload: withName('0x10') }, expected: refused(400, /^malformed JSON/) },
 
   // depth
-  { name: '10 000 nested arrays as an item', request: { payload: `{"items":${deepArrays(10_000)}}` }, expected: refused(400, /^items\[0\]: must be an object$/) },
-  { name: '10 000 nested objects in a name', request: { payload: withName(deepObjects(10_000)) }, expected: refused(400, /^items\[0\]\.name: must be a string$/) },
-  { name: '10 000 nested objects in an unknown field', request: { payload: withItemField(`"x":${deepObjects(10_000)}`) }, expected: refused(400, /^items\[0\]: unknown field "x"$/) },
-  { name: '100 000 nested arrays as the body', request: { payload: deepArrays(100_000) }, expected: notAnObject },
+  { name: '64 levels are parsed, then validated', request: { payload: `{"items":[${deepArrays(62)}]}` }, expected: refused(400, /^items\[0\]: must be an object$/) },
+  { name: '65 levels are not', request: { payload: `{"items":[${deepArrays(63)}]}` }, expected: tooDeep },
+  { name: '10 000 nested arrays as an item', request: { payload: `{"items":${deepArrays(10_000)}}` }, expected: tooDeep },
+  { name: '10 000 nested objects in a name', request: { payload: withName(deepObjects(10_000)) }, expected: tooDeep },
+  { name: '10 000 nested objects in an unknown field', request: { payload: withItemField(`"x":${deepObjects(10_000)}`) }, expected: tooDeep },
+  { name: '100 000 nested arrays as the body', request: { payload: deepArrays(100_000) }, expected: tooDeep },
+  { name: '100 000 opening brackets and nothing else', request: { payload: '['.repeat(100_000) }, expected: tooDeep },
+  { name: 'brackets inside strings do not count', request: { payload: withName(JSON.stringify(`"${'['.repeat(500)}\\"{`)) }, expected: admitted({ name: `"${'['.repeat(500)}\\"{` }) },
 
   // duplicate keys: the last wins
   { name: 'duplicate "items": the last one is processed', request: { payload: `{"items":[{"name":"first","images":["${FTP}"]}],"items":[{"name":"last","images":["${FTP}","${FTP}"]}]}` }, expected: admitted({ name: 'last' }, ['INVALID_URL', 'INVALID_URL']) },

@@ -1,20 +1,16 @@
 import t from 'tap'
 import Fastify, { type FastifyInstance, type LightMyRequestResponse } from 'fastify'
 import formbody from '@fastify/formbody'
-import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
 import { XMLParser } from 'fast-xml-parser'
-import contentNegotiation, {
-  buildErrorBody,
-  createXmlReader,
-  negotiateFormat,
-  normalizeBatch,
-  serializeDocument,
-  singularOf,
-  toXml,
-  type ContentNegotiationOptions
-} from '../../plugins/content-negotiation.js'
-import type { Batch } from '../../schemas/batch.js'
+import contentNegotiation, { type ContentNegotiationOptions } from '../../plugins/content-negotiation.js'
+import { batchErrorFormatter, normalizeBatch } from '../../plugins/content-negotiation/batch.js'
+import { buildErrorBody, errorHandling } from '../../plugins/content-negotiation/error-handler.js'
+import { negotiateFormat } from '../../plugins/content-negotiation/media-types.js'
+import { createXmlReader } from '../../plugins/content-negotiation/xml-reader.js'
+import { serializeDocument, singularOf, toXml, useXmlAnswers } from '../../plugins/content-negotiation/xml-writer.js'
+import { BatchSchema, type Batch } from '../../schemas/batch.js'
 
 // the bits of a tap test the helpers use (the subtest type is not exported under a short name)
 type TestLike = Pick<typeof t, 'teardown' | 'equal'>
@@ -36,8 +32,16 @@ async function build (t: TestLike, options: AppOptions = {}): Promise<FastifyIns
     maxImages: options.maxImages ?? LIMITS.maxImages,
     ...(options.maxDepth === undefined ? {} : { maxDepth: options.maxDepth })
   })
-  app.post('/echo', { preValidation: app.negotiation.batchHook, config: { xmlRoot: 'batch' } },
-    async (request) => ({ items: request.batch.items }))
+  // what the service opts into, here at the root of a bare app
+  const negotiation = app.imageDumpNegotiation
+  negotiation.readBodies(app, ['json', 'xml'])
+  useXmlAnswers(app)
+  await app.register(errorHandling)
+  // a batch route as the service declares one: reshaped, then validated by BatchSchema
+  const batchRoute = { preValidation: negotiation.reshapeBatch, validatorCompiler: TypeBoxValidatorCompiler, schemaErrorFormatter: batchErrorFormatter }
+  const typed = app.withTypeProvider<TypeBoxTypeProvider>()
+  typed.post('/echo', { ...batchRoute, schema: { body: BatchSchema }, config: { xmlRoot: 'batch' } },
+    async (request) => ({ items: request.body.items }))
   app.post('/formats', async (request) => ({ bodyFormat: request.bodyFormat ?? 'none', responseFormat: request.responseFormat }))
   app.get('/doc', async () => sampleResult)
   app.get('/bytes', async (_request, reply) => reply.type('image/png').send(PNG))
@@ -57,10 +61,11 @@ async function build (t: TestLike, options: AppOptions = {}): Promise<FastifyIns
   app.get('/validated', { schema: { querystring: { type: 'object', properties: { n: { type: 'integer' } } } } },
     async () => ({ ok: true }))
   // a route typed by the typebox provider, as the service's routes are: the hook must fit
-  app.withTypeProvider<TypeBoxTypeProvider>().post('/typed', {
-    schema: { querystring: Type.Object({ dry: Type.Optional(Type.Boolean()) }) },
-    preValidation: [app.negotiation.batchHook]
-  }, async (request) => ({ dry: request.query.dry ?? false, count: request.batch.items.length }))
+  typed.post('/typed', {
+    ...batchRoute,
+    schema: { querystring: Type.Object({ dry: Type.Optional(Type.Boolean()) }), body: BatchSchema },
+    preValidation: [negotiation.reshapeBatch]
+  }, async (request) => ({ dry: request.query.dry ?? false, count: request.body.items.length }))
   await app.ready()
   t.teardown(() => app.close())
   return app
@@ -618,8 +623,8 @@ t.test('two apps in one process do not share limits or state', async (t) => {
   t.equal(a.statusCode, 413)
   t.equal(jsonError(a).message, 'too many items: 3 > MAX_ITEMS (2)')
   t.equal(b.statusCode, 200)
-  t.same(small.negotiation.limits, { maxItems: 2, maxImages: 2, maxDepth: 6 })
-  t.same(large.negotiation.limits, { maxItems: 50, maxImages: 50, maxDepth: 32 })
+  t.same(small.imageDumpNegotiation.limits, { maxItems: 2, maxImages: 2, maxDepth: 6 })
+  t.same(large.imageDumpNegotiation.limits, { maxItems: 50, maxImages: 50, maxDepth: 32 })
 })
 
 t.test('options are checked at registration', async (t) => {
