@@ -200,7 +200,7 @@ async function main (): Promise<void> {
     const command = `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`
     const block = report(sections, ctx, curlLine, command, server)
     const out = args.out ?? (partial ? path.join(os.tmpdir(), `image-dump-bench-${smoke ? 'smoke' : 'partial'}.md`) : REPORT)
-    if (out === REPORT || existsSync(out) && readFileSync(out, 'utf8').includes(END)) writeReport(out, block)
+    if (out === REPORT || (existsSync(out) && readFileSync(out, 'utf8').includes(END))) writeReport(out, block)
     else writeFileSync(out, `${block}\n`)
     process.stdout.write(`${block}\n`)
     progress(`written to ${out}`)

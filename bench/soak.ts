@@ -149,7 +149,8 @@ async function main (): Promise<void> {
   const healthMs: number[] = []
   const samples: Sample[] = []
   let imageCounter = 0
-  let stopping = false
+  // an object, since the loops below read what a later await changes
+  const state = { stopping: false }
   const started = performance.now()
   const elapsed = (): number => performance.now() - started
 
@@ -161,13 +162,13 @@ async function main (): Promise<void> {
   }
 
   async function client (): Promise<void> {
-    while (!stopping) {
+    while (!state.stopping) {
       const sent = performance.now()
       let response: { status: number, body: string }
       try {
         response = await call('POST', '/v1/dumps', headers, batch())
       } catch (error) {
-        if (stopping) return
+        if (state.stopping) return
         refused++
         const key = `network: ${error instanceof Error ? error.message : String(error)}`
         refusals.set(key, (refusals.get(key) ?? 0) + 1)
@@ -192,7 +193,7 @@ async function main (): Promise<void> {
   }
 
   async function healthProbe (): Promise<void> {
-    while (!stopping) {
+    while (!state.stopping) {
       const sent = performance.now()
       try {
         await call('GET', '/health')
@@ -228,7 +229,7 @@ async function main (): Promise<void> {
     }
   }
   const eld = await ask<ProbeReport>('probe:report')
-  stopping = true
+  state.stopping = true
   await Promise.all(loops)
   await sample()
   const wallS = elapsed() / 1000

@@ -11,6 +11,8 @@ export const EXCERPT_CHARS = 100
 export const MESSAGE_CHARS = 500
 
 // C0 and C1 controls, DEL and the two line separators JavaScript treats as line ends
+// (matching control characters is the point here)
+// eslint-disable-next-line no-control-regex
 const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g
 
 /** `\n`, `\t`… as JSON writes them; the others as `\u` escapes. */

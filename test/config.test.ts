@@ -9,16 +9,39 @@ t.test('an empty environment gives the documented defaults', async (t) => {
 
 t.test('every variable is read and converted', async (t) => {
   const config = loadConfig({
-    PORT: '8080', HOST: '0.0.0.0', DATABASE_URL: 'mysql://u:p@db:3306/x', STORAGE_DIR: '/srv/img',
-    USERS_FILE: '/etc/users.txt', TOKEN_EXPIRY: '60', ALLOW_PRIVATE_NETWORKS: 'true',
-    DOWNLOAD_TIMEOUT_MS: '5000', DOWNLOAD_CONCURRENCY: '8', DOWNLOAD_PER_HOST: '4', MAX_IMAGE_BYTES: '1000',
-    MAX_ITEMS: '10', MAX_IMAGES: '20', BODY_LIMIT_BYTES: '2048', LOG_LEVEL: 'warn', PLANS: 'gold=3,free=1'
+    PORT: '8080',
+    HOST: '0.0.0.0',
+    DATABASE_URL: 'mysql://u:p@db:3306/x',
+    STORAGE_DIR: '/srv/img',
+    USERS_FILE: '/etc/users.txt',
+    TOKEN_EXPIRY: '60',
+    ALLOW_PRIVATE_NETWORKS: 'true',
+    DOWNLOAD_TIMEOUT_MS: '5000',
+    DOWNLOAD_CONCURRENCY: '8',
+    DOWNLOAD_PER_HOST: '4',
+    MAX_IMAGE_BYTES: '1000',
+    MAX_ITEMS: '10',
+    MAX_IMAGES: '20',
+    BODY_LIMIT_BYTES: '2048',
+    LOG_LEVEL: 'warn',
+    PLANS: 'gold=3,free=1'
   })
   t.match(config, {
-    port: 8080, host: '0.0.0.0', databaseUrl: 'mysql://u:p@db:3306/x', storageDir: '/srv/img',
-    usersFile: '/etc/users.txt', tokenExpirySeconds: 60, allowPrivateNetworks: true, downloadTimeoutMs: 5000,
-    downloadConcurrency: 8, downloadPerHost: 4, maxImageBytes: 1000, maxItems: 10, maxImages: 20,
-    bodyLimitBytes: 2048, logLevel: 'warn'
+    port: 8080,
+    host: '0.0.0.0',
+    databaseUrl: 'mysql://u:p@db:3306/x',
+    storageDir: '/srv/img',
+    usersFile: '/etc/users.txt',
+    tokenExpirySeconds: 60,
+    allowPrivateNetworks: true,
+    downloadTimeoutMs: 5000,
+    downloadConcurrency: 8,
+    downloadPerHost: 4,
+    maxImageBytes: 1000,
+    maxItems: 10,
+    maxImages: 20,
+    bodyLimitBytes: 2048,
+    logLevel: 'warn'
   })
   t.same({ ...config.plans }, { gold: 3, free: 1 })
 })

@@ -255,15 +255,18 @@ export async function startOrigin (options: OriginOptions = {}): Promise<Origin>
         const k = integer(a, 0)
         if (k === 0) return png(res, n)
         res.writeHead(302, { location: `${k - 1}${url.search}`, 'content-length': '0' })
-        return void res.end()
+        res.end()
+        return
       }
       case 'loop':
         res.writeHead(302, { location: '/loop', 'content-length': '0' })
-        return void res.end()
+        res.end()
+        return
       case 'redirect-to': {
         const status = integer(q.get('status'), 302)
         res.writeHead(status, { location: q.get('url') ?? '/', 'content-length': '0' })
-        return void res.end()
+        res.end()
+        return
       }
       case 'reset':
         return resetMidway(res)
@@ -284,7 +287,8 @@ export async function startOrigin (options: OriginOptions = {}): Promise<Origin>
         const body = makePng(n, { bytes: 4096 })
         res.writeHead(200, { 'content-type': 'image/png', 'content-length': String(body.length) })
         // the socket stays open: only the client's deadline (or close()) ends it
-        return void res.write(body.subarray(0, Math.min(integer(q.get('bytes'), 64), body.length - 1)))
+        res.write(body.subarray(0, Math.min(integer(q.get('bytes'), 64), body.length - 1)))
+        return
       }
       case 'held': {
         // /held/<key>/png/<n>

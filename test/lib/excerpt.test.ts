@@ -3,7 +3,7 @@ import { clip, EXCERPT_CHARS, quote } from '../../lib/excerpt.js'
 
 t.test('quote: short input whole, in JSON quotes', async (t) => {
   t.equal(quote('price'), '"price"')
-  t.equal(quote('a"b\\c\nd\u0000'), '"a\\"b\\\\c\\nd\\u0000"', "escaped as JSON escapes it")
+  t.equal(quote('a"b\\c\nd\u0000'), '"a\\"b\\\\c\\nd\\u0000"', 'escaped as JSON escapes it')
   t.equal(quote('x'.repeat(EXCERPT_CHARS)), `"${'x'.repeat(EXCERPT_CHARS)}"`, 'exactly the limit is not cut')
 })
 

@@ -46,7 +46,7 @@ t.test('anything else is not an image', async (t) => {
     'text starting with BM': Buffer.from('BMW 3 series, 2019, very good condition'),
     'truncated PNG signature': makePng(1).subarray(0, 7),
     'two JPEG bytes': Buffer.from([0xff, 0xd8]),
-    'ICO': Buffer.from([0, 0, 1, 0, 1, 0, 16, 16, 0, 0, 1, 0, 32, 0])
+    ICO: Buffer.from([0, 0, 1, 0, 1, 0, 16, 16, 0, 0, 1, 0, 32, 0])
   }
   for (const [name, bytes] of Object.entries(cases)) {
     t.equal(sniffImageType(bytes), null, name)

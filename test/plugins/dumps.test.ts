@@ -32,8 +32,14 @@ t.test('numbering: items 1..n, images 1..m over the whole request, fields kept a
   const items = numberBatch(batch)
   t.same(items.map((i) => i.itemId), [1, 2])
   t.same(items.flatMap((i) => i.images.map((image) => image.imageId)), [1, 2, 3])
-  t.same(items[0], { itemId: 1, name: 'A', brand: 'B', processStatus: 'PENDING', images: [
-    { imageId: 1, url: 'http://x/1.png', status: 'PENDING' }, { imageId: 2, url: 'http://x/2.png', status: 'PENDING' }] })
+  t.same(items[0], {
+    itemId: 1,
+    name: 'A',
+    brand: 'B',
+    processStatus: 'PENDING',
+    images: [
+      { imageId: 1, url: 'http://x/1.png', status: 'PENDING' }, { imageId: 2, url: 'http://x/2.png', status: 'PENDING' }]
+  })
   t.notOk('manufacturer' in items[0]!, 'absent optional fields stay absent')
 })
 

@@ -24,6 +24,7 @@ t.test('createJsonReader: charset, then depth, then bytes, then JSON', async (t)
   t.throws(() => read(Buffer.from('[[[[[1]]]]]'), 'latin1'), { statusCode: 415, message: 'unsupported charset "latin1": send the body in UTF-8' })
   t.throws(() => read(Buffer.from([0x5b, 0xe8, 0x5d])), { statusCode: 400, message: 'request body is not valid UTF-8' })
   t.throws(() => read(Buffer.from('')), { statusCode: 400, message: 'request body is empty' })
+  // eslint-disable-next-line no-control-regex -- the control character must not be quoted raw
   t.throws(() => read(Buffer.from('{"a":\n\u0001')), { statusCode: 400, message: /^malformed JSON: [^\n\u0001]*$/ }, 'the parser\'s quote of the input, escaped')
 })
 
