@@ -40,17 +40,22 @@ t.test('--import-users migrates, upserts users.txt and stops without serving', a
   t.same((await db.selectFrom('users').select('username').orderBy('username').execute()).map((u) => u.username), ['alice', 'bob', 'carol'])
 })
 
+/** A token of the gold sample user from a running server. */
+async function goldToken (baseUrl: string): Promise<string> {
+  const login = await request(`${baseUrl}/v1/auth/token`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ username: sampleUsers.gold.username, passwordHash: sha256Hex(sampleUsers.gold.password) })
+  })
+  return (await login.body.json() as { access_token: string }).access_token
+}
+
 t.test('SIGTERM lets the dump in flight finish, then the process exits cleanly', async (t) => {
   const origin = await startOrigin()
   t.teardown(() => origin.close())
   const server = await startServerProcess(env('graceful'))
   t.teardown(() => server.stop('SIGKILL'))
-  const login = await request(`${server.baseUrl}/v1/auth/token`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ username: sampleUsers.gold.username, passwordHash: sha256Hex(sampleUsers.gold.password) })
-  })
-  const { access_token: token } = await login.body.json() as { access_token: string }
+  const token = await goldToken(server.baseUrl)
   const images = Array.from({ length: 4 }, (_, i) => origin.url(`/delay/300/png/${i}`))
   const dump = request(`${server.baseUrl}/v1/dumps`, {
     method: 'POST',
@@ -73,12 +78,7 @@ t.test('a stop that cannot finish within SHUTDOWN_GRACE_MS exits 1 anyway', asyn
   t.teardown(() => origin.close())
   const server = await startServerProcess({ ...env('grace'), SHUTDOWN_GRACE_MS: '500' })
   t.teardown(() => server.stop('SIGKILL'))
-  const login = await request(`${server.baseUrl}/v1/auth/token`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ username: sampleUsers.gold.username, passwordHash: sha256Hex(sampleUsers.gold.password) })
-  })
-  const { access_token: token } = await login.body.json() as { access_token: string }
+  const token = await goldToken(server.baseUrl)
   // an image the origin holds until told: the dump cannot finish before the grace runs out
   const dump = request(`${server.baseUrl}/v1/dumps`, {
     method: 'POST',
