@@ -118,17 +118,20 @@ for (const engine of enginesUnderTest(t)) {
         { name: 'JSON to POST /nope', bytes: raw('POST', '/nope', json, Buffer.alloc(BIG, '[')), status: 404 },
         { name: 'a dump without a token', bytes: raw('POST', '/v1/dumps', json, Buffer.alloc(BIG, '[')), status: 401 }
       ]
-      let settled = 0
-      const answers = hostile.map(async (h) => await rawRequest(port, h.bytes).finally(() => { settled++ }))
-      // /health from another connection, again and again until every hostile request is answered
-      const latencies: number[] = []
-      while (settled < hostile.length) {
+      const health = async (): Promise<number> => {
         const started = performance.now()
         const response = await request(`http://127.0.0.1:${port}/health`)
         t.equal(response.statusCode, 200)
         await response.body.json()
-        latencies.push(performance.now() - started)
+        return performance.now() - started
       }
+      // a connection to ask on, open before the bodies come: what is timed is the answer
+      await health()
+      let settled = 0
+      const answers = hostile.map(async (h) => await rawRequest(port, h.bytes).finally(() => { settled++ }))
+      // /health from another connection, again and again until every hostile request is answered
+      const latencies: number[] = []
+      while (settled < hostile.length) latencies.push(await health())
       const slowest = Math.max(...latencies)
       t.ok(slowest < 100, `slowest of ${latencies.length} /health answers: ${Math.round(slowest)} ms (< 100 ms)`)
       for (const [i, answer] of (await Promise.all(answers)).entries()) {
