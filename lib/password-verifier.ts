@@ -1,3 +1,4 @@
+import { createServiceError } from './errors.js'
 import { hashPasswordHash, verifyPasswordHash } from './password.js'
 
 export interface PasswordVerifierOptions {
@@ -8,10 +9,7 @@ export interface PasswordVerifierOptions {
 }
 
 /** Too many logins are waiting for a password check: a 503 with Retry-After, nothing checked. */
-export class LoginBusyError extends Error {
-  readonly statusCode = 503
-  readonly code = 'LOGIN_BUSY'
-  readonly publicMessage = 'too many logins are being checked right now; try again in a second'
+export class LoginBusyError extends createServiceError('LOGIN_BUSY', 503, 'too many logins are being checked right now; try again in a second') {
   readonly headers = { 'retry-after': '1' }
 }
 

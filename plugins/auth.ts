@@ -1,8 +1,10 @@
 import { randomBytes } from 'node:crypto'
+import createError from '@fastify/error'
 import fp from 'fastify-plugin'
 import fastifyJwt, { type JWT } from '@fastify/jwt'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { createLoginAttempts } from '../db/login-attempts.js'
+import { createServiceError } from '../lib/errors.js'
 import { createTokens, SECRET_BYTES, type TokenOwner } from '../db/tokens.js'
 import { createLoginThrottle, type LoginThrottleOptions } from '../lib/login-throttle.js'
 import { createPasswordVerifier, type PasswordVerifierOptions } from '../lib/password-verifier.js'
@@ -31,9 +33,7 @@ export const INVALID_CREDENTIALS = 'invalid username or password'
 export const INVALID_TOKEN = 'Authorization token is invalid'
 const HOW_TO_AUTHENTICATE = 'send "Authorization: Bearer <token>" with a token from POST /v1/auth/token'
 
-export class AuthError extends Error {
-  readonly statusCode = 401
-  readonly code = 'UNAUTHORIZED'
+export class AuthError extends createError<'UNAUTHORIZED', 401, [message: string, options?: { cause: unknown }]>('UNAUTHORIZED', '%s', 401) {
   readonly headers = { 'www-authenticate': 'Bearer' }
 }
 
@@ -42,11 +42,7 @@ export class AuthError extends Error {
  * so not a 401 (a client would throw away a good token), and not the database's own words
  * (they name its host and port).
  */
-export class AuthUnavailableError extends Error {
-  readonly statusCode = 503
-  readonly code = 'AUTH_UNAVAILABLE'
-  readonly publicMessage = 'credentials cannot be checked right now: the database is unavailable or busy; try again'
-}
+export class AuthUnavailableError extends createServiceError('AUTH_UNAVAILABLE', 503, 'credentials cannot be checked right now: the database is unavailable or busy; try again') {}
 
 async function fromDatabase<T> (what: string, query: () => Promise<T>): Promise<T> {
   try {

@@ -3,6 +3,7 @@ import fp from 'fastify-plugin'
 import { XMLParser } from 'fast-xml-parser'
 import type { FastifyInstance } from 'fastify'
 import { createRequests } from '../db/requests.js'
+import { createServiceError } from '../lib/errors.js'
 import { createStorageLayout } from '../lib/storage-layout.js'
 import { serializeDocument } from './content-negotiation/xml-writer.js'
 import type { Batch, BodyFormat } from '../schemas/batch.js'
@@ -26,13 +27,7 @@ export interface DumpsOptions {
 }
 
 /** The answer to a dump whose outcome could not be recorded; its images were discarded. */
-export class DumpNotRecordedError extends Error {
-  readonly statusCode = 503
-  readonly code = 'DUMP_NOT_RECORDED'
-  constructor (message: string, readonly publicMessage: string, options?: ErrorOptions) {
-    super(message, options)
-  }
-}
+export class DumpNotRecordedError extends createServiceError('DUMP_NOT_RECORDED', 503, 'the outcome of this dump could not be recorded; its images were discarded; send it again') {}
 
 type Status = DumpResult['status']
 
@@ -161,10 +156,12 @@ export function createDumpsService (fastify: FastifyInstance, options: DumpsOpti
         // or an image could be served for a dump whose record denies it.
         await storage.removeDump(principal.userid, requestId)
         throw written === 'unreachable'
-          ? new DumpNotRecordedError(`dump ${requestId}: the database could not be reached to record its outcome`,
-            `the images of dump ${requestId} were downloaded but the database could not be reached to record them; they were discarded and the dump will be marked as interrupted; send it again`)
-          : new DumpNotRecordedError(`dump ${requestId}: completed as interrupted by a recovery while it was processed`,
-            `dump ${requestId} was marked as interrupted while its images were downloading (its progress could not be recorded in time); its images were discarded; send it again`)
+          ? new DumpNotRecordedError(`dump ${requestId}: the database could not be reached to record its outcome`, {
+            publicMessage: `the images of dump ${requestId} were downloaded but the database could not be reached to record them; they were discarded and the dump will be marked as interrupted; send it again`
+          })
+          : new DumpNotRecordedError(`dump ${requestId}: completed as interrupted by a recovery while it was processed`, {
+            publicMessage: `dump ${requestId} was marked as interrupted while its images were downloading (its progress could not be recorded in time); its images were discarded; send it again`
+          })
       } finally {
         active.delete(requestId)
       }

@@ -1,7 +1,9 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import fp from 'fastify-plugin'
 import type { Kysely } from 'kysely'
+import createError from '@fastify/error'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { createServiceError } from '../lib/errors.js'
 import { createRequests, type RequestRecord } from '../db/requests.js'
 import type { Quota } from '../schemas/quota.js'
 import type { Database, Engine } from '../db/schema.js'
@@ -36,16 +38,8 @@ export interface Admission {
 /** What GET /v1/quota answers: its schema is the one definition. */
 export type Usage = Quota
 
-export class QuotaUnavailableError extends Error {
-  statusCode = 503
-  code = 'QUOTA_UNAVAILABLE'
-  /** what the client is told; `message` may quote the database's error, which is for the log */
-  readonly publicMessage: string
-  constructor (message: string, options: ErrorOptions & { publicMessage?: string } = {}) {
-    super(message, options)
-    this.publicMessage = options.publicMessage ?? 'the quota cannot be checked right now; nothing was admitted, try again'
-  }
-}
+/** `message` may quote the database's error, which is for the log; the client hears the public words. */
+export class QuotaUnavailableError extends createServiceError('QUOTA_UNAVAILABLE', 503, 'the quota cannot be checked right now; nothing was admitted, try again') {}
 
 // MySQL/MariaDB errors that mean "try the transaction again": deadlock, lock wait timeout.
 const TRANSIENT = new Set([1213, 1205])
@@ -141,9 +135,7 @@ declare module 'fastify' {
   }
 }
 
-export class QuotaExceededError extends Error {
-  readonly statusCode = 429
-  readonly code = 'QUOTA_EXCEEDED'
+export class QuotaExceededError extends createError<'QUOTA_EXCEEDED', 429, [message: string]>('QUOTA_EXCEEDED', '%s', 429) {
   constructor (message: string, readonly headers: Record<string, string>) {
     super(message)
   }
