@@ -1,13 +1,10 @@
 /**
  * The whole service embedded in a busy host app, under a prefix, once and twice. The host
  * has its own error handler, not-found handler, JSON parser (which records what it parsed),
- * hooks, routes and @fastify/sensible. Its behaviour is measured the same way with and
+ * hooks, routes, @fastify/sensible, @fastify/rate-limit (global, in memory), @fastify/jwt
+ * with its own secret and @fastify/auth. Its behaviour is measured the same way with and
  * without the service in it and must not differ; the service's routes work under their
- * prefix with their own parsers, answer formats and errors.
- *
- * The host registers neither @fastify/jwt nor @fastify/rate-limit, which the service also
- * registers inside its scope: beside a host's @fastify/jwt the service's fails to start, and
- * beside a host's @fastify/rate-limit the quota's limiter is the host's and a dump fails.
+ * prefix with their own parsers, answer formats, errors, tokens and quota.
  *
  * SQLite only: embedding does not depend on the engine.
  */
@@ -17,6 +14,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import Fastify, { type FastifyInstance, type InjectOptions } from 'fastify'
 import sensible from '@fastify/sensible'
+import fastifyAuth from '@fastify/auth'
+import fastifyJwt from '@fastify/jwt'
+import rateLimit from '@fastify/rate-limit'
 import imageDump, { imageDumpWithDecorators } from '../../app.js'
 import { loadConfig, type Config } from '../../config.js'
 import { sha256Hex } from '../../lib/password.js'
@@ -26,6 +26,17 @@ import { sampleUsers } from '../helpers/users.js'
 
 const origin = await startOrigin()
 t.teardown(() => origin.close())
+
+const HOST_SECRET = 'the host signs its own tokens with this'
+/** A token of the host's own, the same for every host built here (no iat). */
+const hostToken = await (async () => {
+  const signer = Fastify()
+  await signer.register(fastifyJwt, { secret: HOST_SECRET, sign: { noTimestamp: true } })
+  await signer.ready()
+  const token = signer.jwt.sign({ name: 'host-user' })
+  await signer.close()
+  return token
+})()
 
 /** A configuration of its own (database, storage folder) for one copy of the service. */
 async function serviceConfig (): Promise<Config> {
@@ -58,6 +69,9 @@ async function buildHost (prefixes: string[]): Promise<Host> {
   const parsed: string[] = []
   const seen: string[] = []
   await app.register(sensible)
+  await app.register(rateLimit, { global: true, max: 10_000, timeWindow: 60_000 })
+  await app.register(fastifyJwt, { secret: HOST_SECRET })
+  await app.register(fastifyAuth)
   app.removeContentTypeParser('application/json')
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
     parsed.push(request.url)
@@ -80,6 +94,7 @@ async function buildHost (prefixes: string[]): Promise<Host> {
     void reply.code(404).send({ host: 'not found handler', url: request.url })
   })
   app.get('/ping', async () => ({ pong: true }))
+  app.get('/whoami', { onRequest: app.auth([async (request) => { await request.jwtVerify() }]) }, async (request) => ({ user: request.user }))
   app.post('/echo', async (request) => ({ echoed: request.body }))
   app.get('/teapot', async (_request, reply) => reply.imateapot('short and stout'))
   app.get('/boom', async () => { throw new Error('host boom') })
@@ -92,6 +107,8 @@ async function buildHost (prefixes: string[]): Promise<Host> {
 /** What the host answers to its own requests, as comparable values. */
 const hostRequests: Array<[string, InjectOptions]> = [
   ['a route', { method: 'GET', url: '/ping', headers: { accept: 'application/xml' } }],
+  ['its own JWT, through @fastify/auth', { method: 'GET', url: '/whoami', headers: { authorization: `Bearer ${hostToken}` } }],
+  ['a JWT it did not sign', { method: 'GET', url: '/whoami', headers: { authorization: 'Bearer a.b.c' } }],
   ['JSON through its own parser', { method: 'POST', url: '/echo', payload: '{"a":[1,{"b":"c"}],"__proto__":1}', headers: { 'content-type': 'application/json' } }],
   ['malformed JSON', { method: 'POST', url: '/echo', payload: '{"a":', headers: { 'content-type': 'application/json', accept: 'application/xml' } }],
   ['deep JSON (its parser, its limits)', { method: 'POST', url: '/echo', payload: `${'['.repeat(100)}${']'.repeat(100)}`, headers: { 'content-type': 'application/json' } }],
@@ -109,7 +126,14 @@ async function answers (host: Host): Promise<Record<string, unknown>> {
   const out: Record<string, unknown> = {}
   for (const [name, request] of hostRequests) {
     const response = await host.app.inject(request)
-    out[name] = { status: response.statusCode, type: response.headers['content-type'], vary: response.headers.vary, connection: response.headers.connection, body: response.body }
+    out[name] = {
+      status: response.statusCode,
+      type: response.headers['content-type'],
+      vary: response.headers.vary,
+      connection: response.headers.connection,
+      rateLimited: response.headers['x-ratelimit-limit'],
+      body: response.body
+    }
   }
   out['parsed'] = [...host.parsed]
   out['seen'] = [...host.seen]
@@ -166,6 +190,26 @@ t.test("the service's routes work under their prefixes", async (t) => {
     const tokenOfA = await login(host, '/a')
     const quota = await host.app.inject({ method: 'GET', url: '/b/v1/quota', headers: { authorization: `Bearer ${tokenOfA}` } })
     t.equal(quota.statusCode, 401, "a token of /a is not one of /b's")
+  })
+  t.test("a token of the host is not the service's, and the service's is not the host's", async (t) => {
+    const quota = await host.app.inject({ method: 'GET', url: '/a/v1/quota', headers: { authorization: `Bearer ${hostToken}` } })
+    t.equal(quota.statusCode, 401)
+    const whoami = await host.app.inject({ method: 'GET', url: '/whoami', headers: { authorization: `Bearer ${await login(host, '/a')}` } })
+    t.equal(whoami.statusCode, 401)
+  })
+  t.test('the quota is counted in the service, whatever the host limits', async (t) => {
+    const token = await login(host, '/b')
+    const before = await host.app.inject({ method: 'GET', url: '/b/v1/quota', headers: { authorization: `Bearer ${token}` } })
+    const dump = await host.app.inject({
+      method: 'POST',
+      url: '/b/v1/dumps',
+      payload: { items: [{ name: 'Counted', images: [origin.url('/png/3')] }] },
+      headers: { authorization: `Bearer ${token}` }
+    })
+    t.equal(dump.statusCode, 200)
+    t.equal(dump.headers['ratelimit-remaining'], String(before.json().remaining - 1), "the service's quota header")
+    const after = await host.app.inject({ method: 'GET', url: '/b/v1/quota', headers: { authorization: `Bearer ${token}` } })
+    t.equal(after.json().used, before.json().used + 1, 'one more dump in the window')
   })
   t.test("the host's JSON parser never read a body of the service", async (t) => {
     t.same(host.parsed.filter((url) => url.startsWith('/a/') || url.startsWith('/b/')), [])
