@@ -30,10 +30,9 @@ export async function run (command: string, args: string[], options: RunOptions 
 }
 
 /**
- * This process's environment without what `npm test` and tap added to it: npm's own
- * settings (npm_config_local_prefix would point an npm run elsewhere back at this
- * repository) and tap's coverage loader in NODE_OPTIONS. For commands run as a user would.
+ * This process's environment without tap's part of it (its coverage loader in NODE_OPTIONS
+ * and its own variables), for commands run as a user would run them. npm's settings stay.
  */
 export function userEnv (): NodeJS.ProcessEnv {
-  return Object.fromEntries(Object.entries(process.env).filter(([name]) => !/^(npm_|tap_|_tapjs_|node_options$)/i.test(name)))
+  return Object.fromEntries(Object.entries(process.env).filter(([name]) => !/^(tap_|_tapjs_|node_options$)/i.test(name)))
 }
