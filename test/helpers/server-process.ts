@@ -37,10 +37,29 @@ export async function freePort (): Promise<number> {
  * rejects with its output if it exits first.
  */
 export async function startServerProcess (env: Record<string, string>): Promise<ServerProcess> {
+  return await startNodeProcess(['--import', 'tsx', 'server.ts'], { cwd: root, env })
+}
+
+export interface NodeProcessOptions {
+  /** working directory [the repository] */
+  cwd?: string
+  /** variables over `baseEnv`; PORT is a free port unless given, HOST 127.0.0.1, LOG_LEVEL info */
+  env: Record<string, string>
+  /** the environment the variables go over [this process's] */
+  baseEnv?: NodeJS.ProcessEnv
+}
+
+/**
+ * Any Fastify server in a node process of its own (`node ...args`), such as an app that
+ * embeds the service: it must listen on HOST and PORT and log as Fastify does (pino JSON on
+ * stdout). Resolves once it logs that it is listening; rejects with its output if it exits first.
+ */
+export async function startNodeProcess (args: string[], options: NodeProcessOptions): Promise<ServerProcess> {
+  const { env } = options
   const port = env.PORT ?? String(await freePort())
-  const child = spawn(process.execPath, ['--import', 'tsx', 'server.ts'], {
-    cwd: root,
-    env: { ...process.env, HOST: '127.0.0.1', LOG_LEVEL: 'info', ...env, PORT: port },
+  const child = spawn(process.execPath, args, {
+    cwd: options.cwd ?? root,
+    env: { ...(options.baseEnv ?? process.env), HOST: '127.0.0.1', LOG_LEVEL: 'info', ...env, PORT: port },
     stdio: ['ignore', 'pipe', 'pipe']
   })
   const logs: string[] = []
