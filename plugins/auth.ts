@@ -111,7 +111,7 @@ export function createAuthService (fastify: FastifyInstance, options: AuthOption
     // counted before the password is checked, so a burst cannot pass together
     const verdict = await fromDatabase('login: throttle failed', () => throttle.attempt(ip, username))
     if (!verdict.allowed) return { outcome: 'throttled', retryAfterSeconds: verdict.retryAfterSeconds, message: verdict.reason }
-    const user = await fromDatabase('login: user lookup failed', () => fastify.users.findByUsername(username))
+    const user = await fromDatabase('login: user lookup failed', () => fastify.imageDumpUsers.findByUsername(username))
     if (!await passwords.verify(user?.passwordhash, passwordHash) || user === undefined) return { outcome: 'refused' }
     const secret = await fromDatabase('login: secret rotation failed', () => tokens.rotate(user.userid))
     await fromDatabase('login: throttle failed', () => throttle.succeeded(verdict.keys))

@@ -42,8 +42,6 @@ export type Persistence = ReturnType<typeof createPersistence>
 declare module 'fastify' {
   interface FastifyInstance {
     persistence: Persistence
-    /** shorthand for persistence.db */
-    db: Kysely<Database>
   }
 }
 
@@ -56,7 +54,6 @@ async function persistence (fastify: FastifyInstance, options: PersistenceOption
     throw error
   }
   fastify.decorate('persistence', createPersistence(db, engine))
-  fastify.decorate('db', db)
   fastify.addHook('onClose', async () => { await db.destroy() })
 }
 

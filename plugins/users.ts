@@ -72,13 +72,14 @@ export type UsersService = ReturnType<typeof createUsersService>
 
 declare module 'fastify' {
   interface FastifyInstance {
-    users: UsersService
+    /** The users of image-dump: lookups and the users.txt import. */
+    imageDumpUsers: UsersService
   }
 }
 
 export default fp(async function users (fastify: FastifyInstance, options: UsersOptions) {
   const service = createUsersService(fastify)
-  fastify.decorate('users', service)
+  fastify.decorate('imageDumpUsers', service)
   if (options.usersFile !== undefined) {
     const summary = await service.importFile(options.usersFile, options.plans)
     fastify.log.info({ usersFile: options.usersFile, ...summary }, 'users imported')

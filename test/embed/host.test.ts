@@ -2,7 +2,7 @@
  * The whole service embedded in a busy host app, under a prefix, once and twice. The host
  * has its own error handler, not-found handler, JSON parser (which records what it parsed),
  * hooks, routes, @fastify/sensible, @fastify/rate-limit (global, in memory), @fastify/jwt
- * with its own secret and @fastify/auth. Its behaviour is measured the same way with and
+ * with its own secret, @fastify/auth and decorators named `db`, `users` and `authenticate`. Its behaviour is measured the same way with and
  * without the service in it and must not differ; the service's routes work under their
  * prefix with their own parsers, answer formats, errors, tokens and quota.
  *
@@ -72,6 +72,10 @@ async function buildHost (prefixes: string[]): Promise<Host> {
   await app.register(rateLimit, { global: true, max: 10_000, timeWindow: 60_000 })
   await app.register(fastifyJwt, { secret: HOST_SECRET })
   await app.register(fastifyAuth)
+  // names hosts commonly give their own things: the service must not need them
+  app.decorate('db', { host: 'database' })
+  app.decorate('users', { host: 'users' })
+  app.decorate('authenticate', async () => {})
   app.removeContentTypeParser('application/json')
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
     parsed.push(request.url)

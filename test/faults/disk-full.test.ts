@@ -54,7 +54,7 @@ t.test('storage full mid-dump: IO failures for what does not fit, the rest intac
   // one download at a time, so which image meets the full disk is known: 400 + 400 KiB fit in 1 MiB, a third does not
   const { app } = await buildTestApp(t, 'sqlite', { STORAGE_DIR: mountPoint, DOWNLOAD_CONCURRENCY: '1', MAX_IMAGE_BYTES: String(2 * 1024 * KIB) })
   const token = await login(app, sampleUsers.gold.username, sampleUsers.gold.password)
-  const { userid } = (await app.users.findByUsername(sampleUsers.gold.username))!
+  const { userid } = (await app.imageDumpUsers.findByUsername(sampleUsers.gold.username))!
 
   const response = await postDump(app, token, 'json', [
     { name: 'big', images: [origin.url('/png/1?kb=400'), origin.url('/png/2?kb=400'), origin.url('/png/3?kb=400')] },
@@ -89,7 +89,7 @@ t.test('storage full mid-dump: IO failures for what does not fit, the rest intac
 t.test('storage full with many downloads at once: every image is stored whole or fails with IO', { skip: unavailable ?? false }, async (t) => {
   const { app } = await buildTestApp(t, 'sqlite', { STORAGE_DIR: mountPoint, DOWNLOAD_CONCURRENCY: '8', MAX_IMAGE_BYTES: String(2 * 1024 * KIB) })
   const token = await login(app, sampleUsers.gold.username, sampleUsers.gold.password)
-  const { userid } = (await app.users.findByUsername(sampleUsers.gold.username))!
+  const { userid } = (await app.imageDumpUsers.findByUsername(sampleUsers.gold.username))!
   const images = Array.from({ length: 8 }, (_, i) => origin.url(`/png/${10 + i}?kb=300`))
   const response = await postDump(app, token, 'json', [{ name: 'crowd', images }])
   t.equal(response.statusCode, 200)

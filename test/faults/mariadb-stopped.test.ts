@@ -39,7 +39,7 @@ t.test('MariaDB killed mid-run: clear 503s, nothing half-written, the pool recov
     RECOVERY_STALE_MS: '1000'
   }, { engine: 'mysql', url, drop: async () => {} })
   const token = await login(app, sampleUsers.gold.username, sampleUsers.gold.password)
-  const { userid } = (await app.users.findByUsername(sampleUsers.gold.username))!
+  const { userid } = (await app.imageDumpUsers.findByUsername(sampleUsers.gold.username))!
   let requestId = 0
   const health = async (): Promise<number> => (await app.inject({ method: 'GET', url: '/health' })).statusCode
 
@@ -120,8 +120,8 @@ t.test('MariaDB killed mid-run: clear 503s, nothing half-written, the pool recov
     // Whatever the race left, once the sweep has run: every row complete, every file on
     // disk backed by a SUCCESS in its record, and no row for the dumps refused outright.
     await eventually('every row to be complete', async () =>
-      (await app.db.selectFrom('requests').select('id').where('status', '=', 0).execute()).length === 0)
-    const rows = await app.db.selectFrom('requests').select(['id', 'data']).execute()
+      (await app.persistence.db.selectFrom('requests').select('id').where('status', '=', 0).execute()).length === 0)
+    const rows = await app.persistence.db.selectFrom('requests').select(['id', 'data']).execute()
     const backed: string[] = []
     for (const row of rows) {
       const data = JSON.parse(Buffer.from(row.data!).toString('utf8')) as { items: Array<{ name: string, images: Array<{ imageId: number, status: string }> }> }

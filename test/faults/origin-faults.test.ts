@@ -44,7 +44,7 @@ t.test('one dump mixing good images with resets, stalls and truncations', async 
   // 32 connections per origin: the 10 stalled downloads must not queue the good ones behind them
   const { app, storageDir } = await buildTestApp(t, 'sqlite', { DOWNLOAD_TIMEOUT_MS: String(TIMEOUT_MS), DOWNLOAD_PER_HOST: '32', MAX_IMAGE_BYTES: '200000' })
   const token = await login(app, sampleUsers.gold.username, sampleUsers.gold.password)
-  const { userid } = (await app.users.findByUsername(sampleUsers.gold.username))!
+  const { userid } = (await app.imageDumpUsers.findByUsername(sampleUsers.gold.username))!
 
   // Two such dumps at once, in both formats: the faults of one must not leak into the other.
   const runs = ['a', 'b'].map((run) => {

@@ -18,25 +18,25 @@ for (const engine of enginesUnderTest(t)) {
   t.test(`${engine}: a dump recovered by another instance while it was still downloading`, async (t) => {
     const { app: a, database, storageDir } = await buildTestApp(t, engine)
     const token = await login(a, sampleUsers.gold.username, sampleUsers.gold.password)
-    const { userid } = (await a.users.findByUsername(sampleUsers.gold.username))!
+    const { userid } = (await a.imageDumpUsers.findByUsername(sampleUsers.gold.username))!
     const key = `stale-${engine}`
     origin.resetCounters()
     const inFlight = postDump(a, token, 'json', [{ name: 'cut off', images: [origin.url('/png/1'), origin.url(`/held/${key}/png/2`)] }])
     await origin.waitForRequests(2)
-    const row = await a.db.selectFrom('requests').select('id').where('status', '=', 0).executeTakeFirstOrThrow()
+    const row = await a.persistence.db.selectFrom('requests').select('id').where('status', '=', 0).executeTakeFirstOrThrow()
 
     // The other instance: same database, same storage. What its sweep does once the
     // heartbeat is stale is forced here, since this process cannot cut one app off alone.
     const { app: b } = await buildTestApp(t, engine, { STORAGE_DIR: storageDir }, database)
     await b.dumps.recoverInterrupted(0)
-    const recovered = await b.db.selectFrom('requests').select(['status', 'data']).where('id', '=', row.id).executeTakeFirstOrThrow()
+    const recovered = await b.persistence.db.selectFrom('requests').select(['status', 'data']).where('id', '=', row.id).executeTakeFirstOrThrow()
     t.equal(Number(recovered.status), 1, 'the other instance completed the row')
 
     origin.release(key)
     const response = await inFlight
     t.equal(response.statusCode, 503, 'the first instance does not claim a success it cannot back')
     t.match(response.json().message, new RegExp(`^dump ${row.id} was marked as interrupted while its images were downloading`))
-    const after = await a.db.selectFrom('requests').select(['status', 'data']).where('id', '=', row.id).executeTakeFirstOrThrow()
+    const after = await a.persistence.db.selectFrom('requests').select(['status', 'data']).where('id', '=', row.id).executeTakeFirstOrThrow()
     t.same(Buffer.from(after.data!), Buffer.from(recovered.data!), 'the INTERRUPTED record stands, not overwritten')
     t.match(Buffer.from(after.data!).toString(), /"code":"INTERRUPTED"/)
     t.same(await filesUnder(join(storageDir, String(userid), String(row.id))), [], 'and no file of that dump remains')

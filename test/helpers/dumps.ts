@@ -56,6 +56,6 @@ export async function filesUnder (dir: string): Promise<string[]> {
 }
 
 export async function countRows (app: FastifyInstance): Promise<number> {
-  const row = await app.db.selectFrom('requests').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow()
+  const row = await app.persistence.db.selectFrom('requests').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow()
   return Number(row.n)
 }

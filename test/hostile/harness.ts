@@ -230,7 +230,7 @@ async function assertAnswer (t: Test, target: Target, c: HostileCase, response: 
   }
   if (c.expected.item !== undefined) t.has(body.items[0], c.expected.item, 'the item as the service read it')
   if (rows !== undefined) t.equal(rows, 1, 'exactly one requests row')
-  const row = await target.app.db.selectFrom('requests').select('status').where('id', '=', body.requestId).executeTakeFirstOrThrow()
+  const row = await target.app.persistence.db.selectFrom('requests').select('status').where('id', '=', body.requestId).executeTakeFirstOrThrow()
   t.equal(Number(row.status), 1, 'and it is complete')
 }
 

@@ -196,7 +196,7 @@ for (const engine of enginesUnderTest(t)) {
     const target = await hostileTarget(t, sandbox, engine, { ALLOW_PRIVATE_NETWORKS: 'false' })
     const bob = decodeToken(await login(target.app, sampleUsers.silver.username, sampleUsers.silver.password)).payload.sub as string
     const { sub } = decodeToken(target.token).payload as { sub: string }
-    const row = await target.app.db.selectFrom('tokens').select('user_secret').where('userid', '=', Number(sub)).executeTakeFirstOrThrow()
+    const row = await target.app.persistence.db.selectFrom('tokens').select('user_secret').where('userid', '=', Number(sub)).executeTakeFirstOrThrow()
     const keys: Keys = {
       token: target.token,
       secret: Buffer.from(row.user_secret),
@@ -226,19 +226,19 @@ for (const engine of enginesUnderTest(t)) {
     t.test('a token whose secret was emptied, or removed', async (t) => {
       const token = await login(target.app, sampleUsers.bronze.username, sampleUsers.bronze.password)
       const { sub } = decodeToken(token).payload as { sub: string }
-      await target.app.db.updateTable('tokens').set({ user_secret: Buffer.alloc(0) }).where('userid', '=', Number(sub)).execute()
+      await target.app.persistence.db.updateTable('tokens').set({ user_secret: Buffer.alloc(0) }).where('userid', '=', Number(sub)).execute()
       const claims = { sub, iat: keys.now, exp: keys.now + 600 }
       runCase(t, target, { name: 'signed with the empty key', request: { payload: BODY, headers: bearer(forgeToken({ alg: 'HS256', typ: 'JWT' }, claims, '')) }, expected: forged })
       runCase(t, target, { name: 'the token issued before', request: { payload: BODY, headers: bearer(token) }, expected: forged })
       t.test('once the row is gone', async (t) => {
-        await target.app.db.deleteFrom('tokens').where('userid', '=', Number(sub)).execute()
+        await target.app.persistence.db.deleteFrom('tokens').where('userid', '=', Number(sub)).execute()
         runCase(t, target, { name: 'the token issued before', request: { payload: BODY, headers: bearer(token) }, expected: forged })
       })
     })
 
     t.test('a token for a deleted user', async (t) => {
       const token = await login(target.app, sampleUsers.silver.username, sampleUsers.silver.password)
-      await target.app.db.deleteFrom('users').where('username', '=', sampleUsers.silver.username).execute()
+      await target.app.persistence.db.deleteFrom('users').where('username', '=', sampleUsers.silver.username).execute()
       runCase(t, target, { name: 'the deleted user\'s valid-looking token', request: { payload: BODY, headers: bearer(token) }, expected: forged })
     })
 

@@ -33,14 +33,14 @@ for (const engine of enginesUnderTest(t)) {
     const app = await bareApp(t, database.url)
 
     t.test('users.txt is imported with hashed passwords only', async (t) => {
-      const rows = await app.db.selectFrom('users').innerJoin('authentication', 'authentication.userid', 'users.userid')
+      const rows = await app.persistence.db.selectFrom('users').innerJoin('authentication', 'authentication.userid', 'users.userid')
         .select(['username', 'plan', 'passwordhash']).orderBy('username').execute()
       t.same(rows.map((r) => [r.username, r.plan]), [['alice', 'gold'], ['bob', 'silver'], ['carol', 'bronze']])
       for (const row of rows) {
         t.match(row.passwordhash, /^\$argon2id\$v=19\$m=\d+,p=\d+,t=\d+\$/, 'a PHC argon2id string')
         t.notMatch(row.passwordhash, sha256Hex('gold-password'), 'never the client value itself')
       }
-      const again = await app.users.importFile(usersFile, plans)
+      const again = await app.imageDumpUsers.importFile(usersFile, plans)
       t.same(again, { created: 0, updated: 0, disabled: 0 }, 'importing the same file again changes nothing')
     })
 
@@ -49,10 +49,10 @@ for (const engine of enginesUnderTest(t)) {
       t.ok(token)
       const { header, payload } = decodeToken(token!.access_token)
       t.equal(header.alg, 'HS256')
-      const alice = await app.users.findByUsername('alice')
+      const alice = await app.imageDumpUsers.findByUsername('alice')
       t.equal(payload.sub, String(alice!.userid))
       t.equal(Number(payload.exp) - Number(payload.iat), 1200)
-      const row = await app.db.selectFrom('tokens').selectAll().where('userid', '=', alice!.userid).executeTakeFirstOrThrow()
+      const row = await app.persistence.db.selectFrom('tokens').selectAll().where('userid', '=', alice!.userid).executeTakeFirstOrThrow()
       t.ok(row.user_secret.length >= 32, 'at least 32 random bytes')
       const resigned = forgeToken(header, payload, Buffer.from(row.user_secret))
       t.equal(resigned, token!.access_token, 'the signature is made with tokens.user_secret')
@@ -60,11 +60,11 @@ for (const engine of enginesUnderTest(t)) {
     })
 
     t.test('each login rotates the secret and the time of rotation', async (t) => {
-      const alice = (await app.users.findByUsername('alice'))!
+      const alice = (await app.imageDumpUsers.findByUsername('alice'))!
       const first = await issueToken(app, 'alice', sha256Hex('gold-password'))
-      const before = await app.db.selectFrom('tokens').selectAll().where('userid', '=', alice.userid).executeTakeFirstOrThrow()
+      const before = await app.persistence.db.selectFrom('tokens').selectAll().where('userid', '=', alice.userid).executeTakeFirstOrThrow()
       const second = await issueToken(app, 'alice', sha256Hex('gold-password'))
-      const after = await app.db.selectFrom('tokens').selectAll().where('userid', '=', alice.userid).executeTakeFirstOrThrow()
+      const after = await app.persistence.db.selectFrom('tokens').selectAll().where('userid', '=', alice.userid).executeTakeFirstOrThrow()
       t.not(Buffer.from(after.user_secret).toString('hex'), Buffer.from(before.user_secret).toString('hex'))
       t.ok(new Date(after.last_updated) >= new Date(before.last_updated))
       t.equal((await me(app, first!.access_token)).statusCode, 401, 'the earlier token stops working')
@@ -79,8 +79,8 @@ for (const engine of enginesUnderTest(t)) {
     t.test('forged and stale tokens get 401', async (t) => {
       const good = (await issueToken(app, 'bob', sha256Hex('silver-password')))!.access_token
       const { header, payload } = decodeToken(good)
-      const bob = (await app.users.findByUsername('bob'))!
-      const secret = Buffer.from((await app.db.selectFrom('tokens').select('user_secret').where('userid', '=', bob.userid).executeTakeFirstOrThrow()).user_secret)
+      const bob = (await app.imageDumpUsers.findByUsername('bob'))!
+      const secret = Buffer.from((await app.persistence.db.selectFrom('tokens').select('user_secret').where('userid', '=', bob.userid).executeTakeFirstOrThrow()).user_secret)
       const nowS = Math.floor(Date.now() / 1000)
       const forged: Record<string, string> = {
         'alg none': forgeToken({ alg: 'none', typ: 'JWT' }, payload),
@@ -106,16 +106,16 @@ for (const engine of enginesUnderTest(t)) {
     })
 
     t.test('a user whose secret row is missing or empty gets 401', async (t) => {
-      const carol = (await app.users.findByUsername('carol'))!
+      const carol = (await app.imageDumpUsers.findByUsername('carol'))!
       const token = (await issueToken(app, 'carol', sha256Hex('bronze-password')))!.access_token
       t.equal((await me(app, token)).statusCode, 200)
       const { header, payload } = decodeToken(token)
 
-      await app.db.updateTable('tokens').set({ user_secret: Buffer.alloc(0) }).where('userid', '=', carol.userid).execute()
+      await app.persistence.db.updateTable('tokens').set({ user_secret: Buffer.alloc(0) }).where('userid', '=', carol.userid).execute()
       t.equal((await me(app, token)).statusCode, 401, 'empty secret')
       t.equal((await me(app, forgeToken(header, payload, Buffer.alloc(0)))).statusCode, 401, 'a token signed with the empty key')
 
-      await app.db.deleteFrom('tokens').where('userid', '=', carol.userid).execute()
+      await app.persistence.db.deleteFrom('tokens').where('userid', '=', carol.userid).execute()
       t.equal((await me(app, token)).statusCode, 401, 'missing secret row')
     })
   })

@@ -81,11 +81,11 @@ for (const engine of enginesUnderTest(t)) {
       return app
     }
     const app = await build(60_000)
-    const { insertId } = await app.db.insertInto('users').values({ username: 'u', plan: 'gold' }).executeTakeFirstOrThrow()
+    const { insertId } = await app.persistence.db.insertInto('users').values({ username: 'u', plan: 'gold' }).executeTakeFirstOrThrow()
     const principal = { userid: Number(insertId), username: 'u', plan: 'gold' }
     const admit = async (format: 'json' | 'xml'): Promise<number> => {
       const record = app.dumps.admissionRecord(batch, format)
-      const row = await app.db.insertInto('requests').values({ userid: principal.userid, ...record, status: 0 }).executeTakeFirstOrThrow()
+      const row = await app.persistence.db.insertInto('requests').values({ userid: principal.userid, ...record, status: 0 }).executeTakeFirstOrThrow()
       return Number(row.insertId)
     }
 
@@ -109,7 +109,7 @@ for (const engine of enginesUnderTest(t)) {
       const stale = engine === 'mysql'
         ? sql`CURRENT_TIMESTAMP(3) - INTERVAL 120 SECOND`
         : sql`strftime('%Y-%m-%d %H:%M:%f', 'now', '-120 seconds')`
-      await app.db.updateTable('requests').set({ heartbeat_at: stale as never }).where('id', '=', requestId).execute()
+      await app.persistence.db.updateTable('requests').set({ heartbeat_at: stale as never }).where('id', '=', requestId).execute()
       t.equal(await app.dumps.recoverInterrupted(), 1, 'a row nobody has marked alive for a minute is recovered')
       const record = await app.dumps.find(principal.userid, requestId)
       t.equal(record?.complete, true)
@@ -122,7 +122,7 @@ for (const engine of enginesUnderTest(t)) {
       const stale = engine === 'mysql'
         ? sql`CURRENT_TIMESTAMP(3) - INTERVAL 120 SECOND`
         : sql`strftime('%Y-%m-%d %H:%M:%f', 'now', '-120 seconds')`
-      await app.db.updateTable('requests').set({ heartbeat_at: stale as never }).where('id', '=', requestId).execute()
+      await app.persistence.db.updateTable('requests').set({ heartbeat_at: stale as never }).where('id', '=', requestId).execute()
       const processing = app.dumps.process(principal, requestId, { items: [{ name: 'slow', images: [origin.url('/delay/300/png/1')] }] }, 'json')
       await origin.waitForRequests(origin.requests + 1)
       await app.dumps.heartbeat()

@@ -76,7 +76,7 @@ for (const engine of enginesUnderTest(t)) {
     await app.ready()
     t.equal(app.persistence.engine, engine)
     t.same(await app.persistence.health(), { ok: true })
-    const { rows } = await sql<{ n: number }>`SELECT COUNT(*) AS n FROM users`.execute(app.db)
+    const { rows } = await sql<{ n: number }>`SELECT COUNT(*) AS n FROM users`.execute(app.persistence.db)
     t.equal(Number(rows[0]!.n), 0, 'the schema is in place')
     await app.close()
     const report = await app.persistence.health()

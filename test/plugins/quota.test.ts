@@ -40,28 +40,28 @@ const dump = (app: FastifyInstance, token: string) =>
   app.inject({ method: 'POST', url: '/limited', headers: { authorization: `Bearer ${token}` } })
 
 async function rowsOf (app: FastifyInstance, username: string): Promise<number> {
-  const row = await app.db.selectFrom('requests').innerJoin('users', 'users.userid', 'requests.userid')
+  const row = await app.persistence.db.selectFrom('requests').innerJoin('users', 'users.userid', 'requests.userid')
     .select((eb) => eb.fn.countAll<number>().as('n')).where('users.username', '=', username).executeTakeFirstOrThrow()
   return Number(row.n)
 }
 
 /** Moves a user's logged requests back in time, as if they had been made `seconds` earlier. */
 async function backdate (app: FastifyInstance, engine: Engine, username: string, seconds: number, limit?: number): Promise<void> {
-  const user = (await app.users.findByUsername(username))!
-  const ids = await app.db.selectFrom('requests').select('id').where('userid', '=', user.userid)
+  const user = (await app.imageDumpUsers.findByUsername(username))!
+  const ids = await app.persistence.db.selectFrom('requests').select('id').where('userid', '=', user.userid)
     .orderBy('created_at').orderBy('id').$if(limit !== undefined, (q) => q.limit(limit!)).execute()
   if (ids.length === 0) return
   const shifted = engine === 'mysql'
     ? sql`created_at - INTERVAL ${sql.lit(seconds)} SECOND`
     : sql`strftime('%Y-%m-%d %H:%M:%f', created_at, ${sql.lit(`-${seconds} seconds`)})`
-  await app.db.updateTable('requests').set({ created_at: shifted } as never).where('id', 'in', ids.map((r) => r.id)).execute()
+  await app.persistence.db.updateTable('requests').set({ created_at: shifted } as never).where('id', 'in', ids.map((r) => r.id)).execute()
 }
 
 /** Logs `n` requests for a user directly, as earlier admissions would have. */
 async function prefill (app: FastifyInstance, username: string, n: number): Promise<void> {
-  const user = (await app.users.findByUsername(username))!
+  const user = (await app.imageDumpUsers.findByUsername(username))!
   const rows = Array.from({ length: n }, () => ({ userid: user.userid, dataformat: 'json' as const, data: null, status: 1 }))
-  await app.db.insertInto('requests').values(rows).execute()
+  await app.persistence.db.insertInto('requests').values(rows).execute()
 }
 
 for (const engine of enginesUnderTest(t)) {
@@ -88,7 +88,7 @@ for (const engine of enginesUnderTest(t)) {
       t.equal(refused.headers['ratelimit-remaining'], '0')
       t.equal(await rowsOf(app, 'carol'), 25, 'the refused dump left no row')
 
-      const usage = await app.quota.usage((await app.users.findByUsername('carol'))! as never)
+      const usage = await app.quota.usage((await app.imageDumpUsers.findByUsername('carol'))! as never)
       t.match(usage, { plan: 'bronze', limit: 25, used: 25, remaining: 0 })
       t.equal(usage.resetSeconds, retryAfter, 'GET /v1/quota and the headers agree')
 
@@ -155,7 +155,7 @@ for (const engine of enginesUnderTest(t)) {
       const token = await tokenFor(app, sampleUsers.bronze)
       // a transaction over a closed database fails on every engine
       const service = app.quota
-      await app.db.destroy()
+      await app.persistence.db.destroy()
       const error = await service.admit(1, 25, { dataformat: 'json', data: null }).catch((e: unknown) => e)
       t.match(error, { statusCode: 503, message: /the quota cannot be checked right now .*nothing was admitted/ })
       t.ok(token)
@@ -181,7 +181,7 @@ t.test('mysql: a user row locked elsewhere is waited for a bounded time, retried
   await app.register(quota, { plans, lockWaitTimeoutSeconds: 1, maxAttempts: 2 })
   await app.ready()
   t.teardown(() => app.close())
-  const carol = (await app.users.findByUsername('carol'))!
+  const carol = (await app.imageDumpUsers.findByUsername('carol'))!
 
   // another transaction holds carol's row lock, as a stuck admission elsewhere would
   const { createConnection } = await import('mysql2/promise')

@@ -45,7 +45,7 @@ for (const engine of enginesUnderTest(t)) {
     const first = await start('ann,ann-pw,gold\nben,ben-pw,silver\n')
     const annToken = (await issueToken(first, 'ann', sha256Hex('ann-pw')))!.access_token
     const benToken = (await issueToken(first, 'ben', sha256Hex('ben-pw')))!.access_token
-    const annId = (await first.users.findByUsername('ann'))!.userid
+    const annId = (await first.imageDumpUsers.findByUsername('ann'))!.userid
     await first.persistence.db.insertInto('requests').values({ userid: annId, dataformat: 'json', data: null, status: 1 }).execute()
     await first.close()
 
@@ -72,7 +72,7 @@ for (const engine of enginesUnderTest(t)) {
     t.test('a user put back can log in again', async (t) => {
       const app = await start('ann,ann-pw,gold\nben,ben-pw,silver\n')
       t.ok(await issueToken(app, 'ann', sha256Hex('ann-pw')))
-      t.equal((await app.users.findByUsername('ann'))!.userid, annId, 'as the same user, with the same history')
+      t.equal((await app.imageDumpUsers.findByUsername('ann'))!.userid, annId, 'as the same user, with the same history')
       await app.close()
     })
 

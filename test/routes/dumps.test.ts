@@ -158,7 +158,7 @@ for (const engine of enginesUnderTest(t)) {
     t.test('the request log row matches the response', async (t) => {
       const response = await postDump(app, token, 'json', [{ name: 'Logged', manufacturer: 'M', images: [origin.url('/png/77'), origin.url('/status/404')] }])
       const body = response.json()
-      const row = await app.db.selectFrom('requests').selectAll().where('id', '=', body.requestId).executeTakeFirstOrThrow()
+      const row = await app.persistence.db.selectFrom('requests').selectAll().where('id', '=', body.requestId).executeTakeFirstOrThrow()
       t.equal(row.dataformat, 'json')
       t.equal(Number(row.status), 1, 'complete')
       t.same(JSON.parse(Buffer.from(row.data!).toString('utf8')), body, 'the data blob is the answer')
@@ -170,7 +170,7 @@ for (const engine of enginesUnderTest(t)) {
 
       const xml = await postDump(app, token, 'xml', [{ name: 'Logged', images: [origin.url('/png/78')] }])
       const xmlId = Number(/<requestId>(\d+)<\/requestId>/.exec(xml.body)![1])
-      const xmlRow = await app.db.selectFrom('requests').selectAll().where('id', '=', xmlId).executeTakeFirstOrThrow()
+      const xmlRow = await app.persistence.db.selectFrom('requests').selectAll().where('id', '=', xmlId).executeTakeFirstOrThrow()
       t.equal(xmlRow.dataformat, 'xml')
       t.equal(Buffer.from(xmlRow.data!).toString('utf8'), xml.body, 'an XML dump is logged in XML')
     })
@@ -273,9 +273,9 @@ for (const engine of enginesUnderTest(t)) {
     })
 
     t.test('an image that cannot be written fails with IO, and the service keeps serving', async (t) => {
-      const principal = (await app.users.findByUsername(sampleUsers.gold.username))!
+      const principal = (await app.imageDumpUsers.findByUsername(sampleUsers.gold.username))!
       // the next request's folder cannot be created: a plain file stands where it should be
-      const next = Number((await app.db.selectFrom('requests').select((eb) => eb.fn.max('id').as('m')).executeTakeFirstOrThrow()).m) + 1
+      const next = Number((await app.persistence.db.selectFrom('requests').select((eb) => eb.fn.max('id').as('m')).executeTakeFirstOrThrow()).m) + 1
       const blocker = join(storageDir, String(principal.userid), String(next))
       await mkdir(dirname(blocker), { recursive: true })
       await writeFile(blocker, 'not a folder')
@@ -300,7 +300,7 @@ for (const engine of enginesUnderTest(t)) {
     t.equal(body.items.length, 1000)
     t.equal(body.items[999].images[9].imageId, 10000)
     t.equal((await filesUnder(storageDir)).length, 10000, 'every image is on disk')
-    const row = await app.db.selectFrom('requests').select(['status']).where('id', '=', body.requestId).executeTakeFirstOrThrow()
+    const row = await app.persistence.db.selectFrom('requests').select(['status']).where('id', '=', body.requestId).executeTakeFirstOrThrow()
     t.equal(Number(row.status), 1, 'and the dump is logged complete')
   })
 
@@ -339,11 +339,11 @@ t.test('crash recovery: an incomplete row is completed as interrupted at start',
   const storageDir = await mkdtemp(join(tmpdir(), 'image-dump-recovery-'))
   t.teardown(() => rm(storageDir, { recursive: true, force: true }))
   const { app, database } = await buildTestApp(t, 'sqlite', { STORAGE_DIR: storageDir })
-  const user = (await app.users.findByUsername(sampleUsers.bronze.username))!
+  const user = (await app.imageDumpUsers.findByUsername(sampleUsers.bronze.username))!
   // what a process killed mid-dump leaves: the admitted row with every image pending,
   // one finished file and one temporary file
   const record = app.dumps.admissionRecord({ items: [{ name: 'A', images: ['http://x/1.png', 'http://x/2.png'] }, { name: 'B', images: ['http://x/3.png'] }] }, 'xml')
-  const row = await app.db.insertInto('requests').values({ userid: user.userid, ...record, status: 0 }).executeTakeFirstOrThrow()
+  const row = await app.persistence.db.insertInto('requests').values({ userid: user.userid, ...record, status: 0 }).executeTakeFirstOrThrow()
   const id = Number(row.insertId)
   const folder = join(storageDir, String(user.userid), String(id))
   await mkdir(folder, { recursive: true })
@@ -352,7 +352,7 @@ t.test('crash recovery: an incomplete row is completed as interrupted at start',
   await app.close()
 
   const { app: restarted } = await buildTestApp(t, 'sqlite', { STORAGE_DIR: storageDir }, database)
-  const recovered = await restarted.db.selectFrom('requests').selectAll().where('id', '=', id).executeTakeFirstOrThrow()
+  const recovered = await restarted.persistence.db.selectFrom('requests').selectAll().where('id', '=', id).executeTakeFirstOrThrow()
   t.equal(Number(recovered.status), 1, 'the row is complete')
   const xml = Buffer.from(recovered.data!).toString('utf8')
   t.match(xml, /<requestId>\d+<\/requestId><status>FAILURE<\/status>/)

@@ -10,7 +10,7 @@ for (const engine of enginesUnderTest(t)) {
     t.equal(up.statusCode, 200)
     t.same(up.json(), { status: 'ok', database: 'reachable' })
 
-    await app.db.destroy()
+    await app.persistence.db.destroy()
     const down = await app.inject({ method: 'GET', url: '/health' })
     t.equal(down.statusCode, 503, 'without its database the service says it is not ready')
     t.equal(down.json().status, 'unavailable')
