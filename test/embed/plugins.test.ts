@@ -1,11 +1,12 @@
 /**
- * The persistence, users, auth and quota plugins registered on their own into a busy host
- * app: one that already has @fastify/rate-limit (global, in memory), @fastify/jwt with its
- * own secret, @fastify/auth, @fastify/sensible, its own error handler and its own routes.
+ * Every exported plugin registered on its own into a busy host app: one that already has
+ * @fastify/rate-limit (global, in memory), @fastify/jwt with its own secret, @fastify/auth,
+ * @fastify/sensible, its own error handler, JSON parser and routes.
  *
  * The host keeps working exactly as before, and the plugins keep their guarantees: the
  * quota is exact and never fails open (it does not run on the host's rate-limit store),
- * and tokens are checked with the per-user secret (not the host's).
+ * tokens are checked with the per-user secret (not the host's), content negotiation adds no
+ * parser or hook of its own, and the fetcher and the dumps plugin store and record.
  */
 import t from 'tap'
 import Fastify, { type FastifyInstance } from 'fastify'
@@ -17,6 +18,13 @@ import persistence from '../../plugins/persistence.js'
 import users from '../../plugins/users.js'
 import auth from '../../plugins/auth.js'
 import quota from '../../plugins/quota.js'
+import contentNegotiation from '../../plugins/content-negotiation.js'
+import imageFetcher from '../../plugins/image-fetcher.js'
+import dumps from '../../plugins/dumps.js'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { startOrigin } from '../helpers/origin.js'
 import { sha256Hex } from '../../lib/password.js'
 import { createTestDatabase, enginesUnderTest } from '../helpers/db.js'
 import { issueToken, sampleUsers } from '../helpers/users.js'
@@ -44,6 +52,7 @@ async function busyHost (): Promise<FastifyInstance> {
   host.get('/host/login', async (_request, reply) => ({ token: await reply.jwtSign({ name: 'host-user' }) }))
   host.get('/host/me', { onRequest: host.auth([(host as unknown as { hostCheck: never }).hostCheck]) }, async (request) => request.user)
   host.get('/host/teapot', async () => { throw host.httpErrors.imateapot('host error') })
+  host.post('/host/echo', async (request) => ({ echoed: request.body }))
   return host
 }
 
@@ -56,6 +65,11 @@ for (const engine of enginesUnderTest(t)) {
     await host.register(users, { usersFile, plans: ['gold', 'silver', 'bronze'] })
     await host.register(auth, { tokenExpirySeconds: 1200 })
     await host.register(quota, { plans: { gold: 2, silver: 2, bronze: 2 } })
+    await host.register(contentNegotiation, { maxItems: 10, maxImages: 10 })
+    const storageDir = await mkdtemp(join(tmpdir(), 'image-dump-embed-plugins-'))
+    t.teardown(() => rm(storageDir, { recursive: true, force: true }))
+    await host.register(imageFetcher, { storageDir, timeoutMs: 5000, concurrency: 4, perHost: 4, maxImageBytes: 1e6, allowPrivateNetworks: true })
+    await host.register(dumps, { storageDir })
     host.post('/dumps', {
       onRequest: host.imageDumpAuth.authenticate,
       preHandler: host.quota.enforce
@@ -74,6 +88,32 @@ for (const engine of enginesUnderTest(t)) {
       t.ok(me.headers['x-ratelimit-limit'], "the host's global rate limit still applies to its routes")
     })
 
+    t.test('content negotiation leaves the host its JSON parser and its error format', async (t) => {
+      const echo = await host.inject({ method: 'POST', url: '/host/echo', payload: '{"a":[[[1]]]}', headers: { 'content-type': 'application/json' } })
+      t.same(echo.json(), { echoed: { a: [[[1]]] } }, "Fastify's own JSON parser, as the host had it")
+      const proto = await host.inject({ method: 'POST', url: '/host/echo', payload: '{"__proto__":1}', headers: { 'content-type': 'application/json' } })
+      t.same(proto.json().hostError, true, "and its own refusal of __proto__, in the host's format")
+      const xml = await host.inject({ method: 'POST', url: '/host/echo', payload: '<a/>', headers: { 'content-type': 'application/xml', accept: 'application/xml' } })
+      t.equal(xml.statusCode, 415)
+      t.same(xml.json().hostError, true, 'no XML parser, no XML errors: the host\'s own 415')
+    })
+
+    t.test('the fetcher and the dumps plugin store and record inside the host', async (t) => {
+      const origin = await startOrigin()
+      t.teardown(() => origin.close())
+      const outcome = await host.imageFetcher.fetchImage(origin.url('/png/7'), { dir: 'embedded', name: 'seven' })
+      t.match(outcome, { status: 'SUCCESS', contentType: 'image/png' })
+      const user = (await host.imageDumpUsers.findByUsername(sampleUsers.gold.username))!
+      const requestId = await (async () => {
+        const row = await host.persistence.db.insertInto('requests').values({ userid: user.userid, dataformat: 'json', data: null, status: 0 }).executeTakeFirstOrThrow()
+        return Number(row.insertId)
+      })()
+      const result = await host.dumps.process(user, requestId, { items: [{ name: 'Embedded', images: [origin.url('/png/8')] }] }, 'json')
+      t.equal(result.status, 'SUCCESS')
+      t.equal((await host.dumps.find(user.userid, requestId))?.complete, true, 'recorded')
+      t.ok(await host.dumps.image(user.userid, requestId, 1), 'and stored')
+    })
+
     t.test('a token signed with the host secret is not ours', async (t) => {
       const { token } = (await host.inject({ method: 'GET', url: '/host/login' })).json()
       const response = await host.inject({ method: 'POST', url: '/dumps', headers: { authorization: `Bearer ${token}` } })
@@ -87,7 +127,8 @@ for (const engine of enginesUnderTest(t)) {
         statuses.push((await host.inject({ method: 'POST', url: '/dumps', headers: { authorization: `Bearer ${token}` } })).statusCode)
       }
       t.same(statuses, [200, 200, 429], 'limit 2: two admitted, the third refused')
-      const rows = await host.persistence.db.selectFrom('requests').select('id').execute()
+      const carol = (await host.imageDumpUsers.findByUsername(sampleUsers.bronze.username))!
+      const rows = await host.persistence.db.selectFrom('requests').select('id').where('userid', '=', carol.userid).execute()
       t.equal(rows.length, 2, 'one row per admitted dump')
     })
   })
