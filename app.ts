@@ -78,6 +78,8 @@ async function imageDump (fastify: FastifyInstance, { config }: ImageDumpOptions
 export default imageDump
 /** App-wide error handling, for a host that wants the service's errors and 404s (see buildApp). */
 export { errorHandling }
+/** The body-rate guard buildApp puts on its server, for a host that wants it on its own (an onRequest hook). */
+export { slowBodyGuard }
 
 /**
  * The same application, not encapsulated: its decorators (`db`, `dumps`, `auth`, …) land on
