@@ -211,6 +211,11 @@ export function createDumpsService (fastify: FastifyInstance, options: DumpsOpti
       void tracked.then(() => background.delete(tracked))
     },
 
+    /** How many dumps run in the background right now. */
+    inBackground (): number {
+      return background.size
+    },
+
     /** Resolves once no dump runs in the background. */
     async backgroundSettled (): Promise<void> {
       while (background.size > 0) await Promise.all([...background])
@@ -255,6 +260,7 @@ async function dumps (fastify: FastifyInstance, options: DumpsOptions): Promise<
   sweep.unref()
   // registered after the image fetcher, so this runs before it closes (onClose runs last-in first)
   fastify.addHook('onClose', async () => {
+    if (service.inBackground() > 0) fastify.log.info({ dumps: service.inBackground() }, 'closing: waiting for the dumps running in the background')
     await service.backgroundSettled()
     clearInterval(heartbeat)
     clearInterval(sweep)
