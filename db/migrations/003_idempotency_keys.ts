@@ -6,9 +6,10 @@ import { engineOf } from '../engine.js'
 // key with the row, and a second admission with the same key fails on the index, on
 // every instance sharing the database. NULL keys (dumps sent without one) never collide.
 //
-// Keys are compared byte for byte: on MySQL the column is ASCII with a binary collation
-// (the default collations fold case, so `abc` and `ABC` would be one key); a valid key is
-// visible ASCII only, so nothing is lost. SQLite's default BINARY collation is exact.
+// Keys are compared exactly: on MySQL the column is ASCII with a binary collation (the
+// default collations fold case, so `abc` and `ABC` would be one key); a valid key is
+// visible ASCII only, so nothing is lost, and it has no spaces, so the collation's
+// disregard of trailing spaces never applies. SQLite's default BINARY collation is exact.
 //
 // batch_sha256 is the SHA-256 of the canonical batch, kept beside the key to tell a
 // replay (the same batch) from a reuse of the key for another batch.
