@@ -62,11 +62,11 @@ for (const engine of enginesUnderTest(t)) {
       t.match(accepted.json(), { requestId, status: 'PENDING', items: pending(items) }, 'the record so far: every image PENDING')
       t.equal(await countRows(app), rows + 1, 'admitted: one row')
 
-      const soFar = await app.inject({ method: 'GET', url: accepted.headers.location, headers: auth })
+      const soFar = await app.inject({ method: 'GET', url: `/v1/dumps/${requestId}`, headers: auth })
       t.equal(soFar.headers['x-dump-complete'], 'false', 'GET shows it running')
 
       origin.release(hold)
-      const done = await pollUntilComplete(app, token, accepted.headers.location)
+      const done = await pollUntilComplete(app, token, `/v1/dumps/${requestId}`)
       const record = done.json()
       t.equal(record.requestId, requestId)
       t.equal(record.status, 'PARTIAL')
