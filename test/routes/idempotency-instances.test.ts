@@ -61,4 +61,37 @@ if (process.env.MYSQL_URL === undefined || process.env.MYSQL_URL === '') {
       t.equal(quota.json().used, 1, `instance ${i + 1}: one quota slot`)
     }
   })
+
+  t.test('a replay waiting on an instance that stops is told to send it again, and then gets the dump', async (t) => {
+    const database = await createTestDatabase('mysql')
+    const storageDir = await mkdtemp(join(tmpdir(), 'image-dump-idempotency-'))
+    t.teardown(async () => {
+      await database.drop()
+      await rm(storageDir, { recursive: true, force: true })
+    })
+    const logs = captureLogs()
+    const env = { STORAGE_DIR: storageDir }
+    const running = (await buildTestApp(t, 'mysql', env, database)).app
+    const stopping = (await buildTestApp(t, 'mysql', env, database, { logger: logs.logger })).app
+    const token = await login(running, sampleUsers.gold.username, sampleUsers.gold.password)
+    const key = randomUUID()
+    const hold = `stopping-${key}`
+    const items = [{ name: 'Interrupted wait', images: [origin.url(`/held/${hold}/png/3`)] }]
+    const seen = origin.requests
+    const original = postDump(running, token, 'json', items, { 'idempotency-key': key })
+    await origin.waitForRequests(seen + 1)
+    const replay = postDump(stopping, token, 'json', items, { 'idempotency-key': key })
+    await logs.waitFor(/replay: waiting for the dump to complete/)
+    await stopping.close()
+    const refused = await replay
+    t.equal(refused.statusCode, 503)
+    t.equal(refused.json().message, 'the service is stopping before this dump completed; send the same request again (same Idempotency-Key) for its result')
+    t.equal(refused.headers['idempotent-replayed'], 'true', 'it was a replay')
+
+    origin.release(hold)
+    const done = await original
+    const again = await postDump(running, token, 'json', items, { 'idempotency-key': key })
+    t.equal(again.headers['idempotent-replayed'], 'true')
+    t.equal(again.body, done.body, 'sent again, it gets the dump')
+  })
 }
