@@ -4,11 +4,12 @@
  * The unique index decides which admission owns the key; the replays on the instance that
  * runs the dump wait for it in memory, those on the other two poll its row.
  */
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { randomUUID } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import type { FastifyServerOptions } from 'fastify'
 import { buildTestApp, login, sampleUsers } from '../helpers/app.js'
 import { createTestDatabase } from '../helpers/db.js'
 import { countRows, postDump } from '../helpers/dumps.js'
@@ -21,20 +22,21 @@ if (process.env.MYSQL_URL === undefined || process.env.MYSQL_URL === '') {
   const origin = await startOrigin()
   t.teardown(() => origin.close())
 
-  t.test('nine posts with one key over three instances make one dump', async (t) => {
+  /** A new MariaDB database and storage folder, and a function that starts an instance on them. */
+  async function sharedDatabase (t: Test) {
     const database = await createTestDatabase('mysql')
     const storageDir = await mkdtemp(join(tmpdir(), 'image-dump-idempotency-'))
     t.teardown(async () => {
       await database.drop()
       await rm(storageDir, { recursive: true, force: true })
     })
+    return async (server: FastifyServerOptions = {}) => (await buildTestApp(t, 'mysql', { STORAGE_DIR: storageDir }, database, server)).app
+  }
+
+  t.test('nine posts with one key over three instances make one dump', async (t) => {
     const logs = captureLogs()
-    const env = { STORAGE_DIR: storageDir }
-    const instances = [
-      (await buildTestApp(t, 'mysql', env, database, { logger: logs.logger })).app,
-      (await buildTestApp(t, 'mysql', env, database, { logger: logs.logger })).app,
-      (await buildTestApp(t, 'mysql', env, database, { logger: logs.logger })).app
-    ]
+    const instance = await sharedDatabase(t)
+    const instances = [await instance({ logger: logs.logger }), await instance({ logger: logs.logger }), await instance({ logger: logs.logger })]
     const token = await login(instances[0]!, sampleUsers.gold.username, sampleUsers.gold.password)
     const key = randomUUID()
     const hold = `instances-${key}`
@@ -63,16 +65,10 @@ if (process.env.MYSQL_URL === undefined || process.env.MYSQL_URL === '') {
   })
 
   t.test('a replay waiting on an instance that stops is told to send it again, and then gets the dump', async (t) => {
-    const database = await createTestDatabase('mysql')
-    const storageDir = await mkdtemp(join(tmpdir(), 'image-dump-idempotency-'))
-    t.teardown(async () => {
-      await database.drop()
-      await rm(storageDir, { recursive: true, force: true })
-    })
     const logs = captureLogs()
-    const env = { STORAGE_DIR: storageDir }
-    const running = (await buildTestApp(t, 'mysql', env, database)).app
-    const stopping = (await buildTestApp(t, 'mysql', env, database, { logger: logs.logger })).app
+    const instance = await sharedDatabase(t)
+    const running = await instance()
+    const stopping = await instance({ logger: logs.logger })
     const token = await login(running, sampleUsers.gold.username, sampleUsers.gold.password)
     const key = randomUUID()
     const hold = `stopping-${key}`
