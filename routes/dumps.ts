@@ -4,6 +4,7 @@ import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/typ
 import Type from 'typebox'
 import { BatchSchema } from '../schemas/batch.js'
 import { DumpResultSchema } from '../schemas/dump.js'
+import { DumpRequestHeadersSchema } from '../schemas/dump-headers.js'
 import { batchErrorFormatter } from '../plugins/content-negotiation/batch.js'
 import { CONTENT_TYPES } from '../plugins/content-negotiation/media-types.js'
 import { NotFoundError } from '../lib/errors.js'
@@ -66,7 +67,7 @@ export default async function dumpRoutes (fastify: FastifyInstance, options: Dum
     bodyLimit: options.bodyLimit,
     // XML and the literal JSON mapping are reshaped into the canonical batch; the schema decides
     preValidation: negotiation.reshapeBatch,
-    schema: { body: BatchSchema, response: { 200: DumpResultSchema, 202: DumpResultSchema } },
+    schema: { body: BatchSchema, headers: DumpRequestHeadersSchema, response: { 200: DumpResultSchema, 202: DumpResultSchema } },
     validatorCompiler: TypeBoxValidatorCompiler,
     schemaErrorFormatter: batchErrorFormatter,
     preHandler: [

@@ -15,7 +15,7 @@ import { BadRequestError, UnprocessableContentError, createServiceError } from '
 import { quote } from '../lib/excerpt.js'
 import { fieldCount } from '../lib/header-fields.js'
 import type { Batch } from '../schemas/batch.js'
-import { IdempotencyKeySchema } from '../schemas/idempotency.js'
+import { IdempotencyKeySchema } from '../schemas/dump-headers.js'
 import { recordDocument, sendAccepted, sendRecord } from './dump-answers.js'
 import type { DumpRuns } from './dump-runs.js'
 
