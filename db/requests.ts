@@ -39,7 +39,8 @@ export interface StoredRequest {
 
 /**
  * The `requests` table's owner: the log of admitted dumps, counted by the quota and
- * completed by the dumps plugin. Every query on the table is here.
+ * completed by the dumps plugin, with the idempotency keys they were admitted with. Every
+ * query on the table is here.
  */
 export function createRequests (db: Kysely<Database>, engine: Engine) {
   async function insert (executor: Executor, userid: number, record: RequestRecord): Promise<number> {
