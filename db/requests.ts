@@ -3,12 +3,32 @@ import { msUntil, now, secondsAgo } from './engine.js'
 import type { Database, Engine } from './schema.js'
 import type { BodyFormat } from '../schemas/batch.js'
 
-type Executor = Kysely<Database> | Transaction<Database>
+/** The database, or a transaction on it: what a query runs on. */
+export type Executor = Kysely<Database> | Transaction<Database>
 
 /** What the log row of an admitted request holds. */
 export interface RequestRecord {
   dataformat: BodyFormat
   data: Buffer | null
+  /** the client's Idempotency-Key and the SHA-256 of its canonical batch, when it sent one */
+  idempotency?: { key: string, batchSha256: Buffer }
+}
+
+/** The dump an idempotency key names. */
+export interface KeyOwner {
+  requestId: number
+  dataformat: BodyFormat
+  batchSha256: Buffer | null
+  complete: boolean
+}
+
+/** Whether an insert failed on the (userid, idempotency_key) unique index. */
+function isKeyTaken (error: unknown): boolean {
+  if (typeof error !== 'object' || error === null) return false
+  const { errno, code, message } = error as { errno?: unknown, code?: unknown, message?: unknown }
+  // MySQL/MariaDB ER_DUP_ENTRY names the index, SQLite the columns
+  const duplicate = errno === 1062 || code === 'SQLITE_CONSTRAINT_UNIQUE'
+  return duplicate && typeof message === 'string' && message.includes('idempotency_key')
 }
 
 export interface StoredRequest {
@@ -19,9 +39,24 @@ export interface StoredRequest {
 
 /**
  * The `requests` table's owner: the log of admitted dumps, counted by the quota and
- * completed by the dumps plugin. Every query on the table is here.
+ * completed by the dumps plugin, with the idempotency keys they were admitted with. Every
+ * query on the table is here.
  */
 export function createRequests (db: Kysely<Database>, engine: Engine) {
+  async function insert (executor: Executor, userid: number, record: RequestRecord): Promise<number> {
+    const result = await executor.insertInto('requests')
+      .values({
+        userid,
+        dataformat: record.dataformat,
+        data: record.data,
+        status: 0,
+        idempotency_key: record.idempotency?.key ?? null,
+        batch_sha256: record.idempotency?.batchSha256 ?? null
+      })
+      .executeTakeFirstOrThrow()
+    return Number(result.insertId)
+  }
+
   return {
     /**
      * Runs `decide` in a transaction that holds the user's admission lock: on MySQL the
@@ -64,11 +99,58 @@ export function createRequests (db: Kysely<Database>, engine: Engine) {
     },
 
     /** Logs an admitted request, incomplete; returns its id. */
-    async insert (executor: Executor, userid: number, record: RequestRecord): Promise<number> {
-      const result = await executor.insertInto('requests')
-        .values({ userid, dataformat: record.dataformat, data: record.data, status: 0 })
-        .executeTakeFirstOrThrow()
-      return Number(result.insertId)
+    insert,
+
+    /**
+     * Logs an admitted request with its idempotency key, unless the user's key already
+     * names a row: then the unique index refuses the insert, nothing is written and the
+     * answer is undefined. Inserting first rather than looking first is what makes two
+     * admissions with one key, on any instances, unable to both pass.
+     */
+    async insertUnlessKeyTaken (executor: Executor, userid: number, record: RequestRecord): Promise<number | undefined> {
+      try {
+        return await insert(executor, userid, record)
+      } catch (error) {
+        if (isKeyTaken(error)) return undefined
+        throw error
+      }
+    },
+
+    /** The user's dump that `key` names, if any. */
+    async keyOwner (executor: Executor, userid: number, key: string): Promise<KeyOwner | undefined> {
+      const row = await executor.selectFrom('requests').select(['id', 'dataformat', 'batch_sha256', 'status'])
+        .where('userid', '=', userid).where('idempotency_key', '=', key).executeTakeFirst()
+      if (row === undefined) return undefined
+      return {
+        requestId: row.id,
+        dataformat: row.dataformat,
+        batchSha256: row.batch_sha256 === null ? null : Buffer.from(row.batch_sha256),
+        complete: Boolean(row.status)
+      }
+    },
+
+    /**
+     * Frees the user's `key` when the dump it names was admitted at least `lifetimeSeconds`
+     * ago (by the database clock): that dump keeps its row, without the key. Whether it did.
+     * Run it under the user's admission lock, before inserting the key again.
+     */
+    async releaseExpiredKey (executor: Executor, userid: number, key: string, lifetimeSeconds: number): Promise<boolean> {
+      // Looked up, then released by primary key: an UPDATE through the (userid, key) index
+      // that matched nothing would lock the gap where the key goes, and two users' gap locks
+      // deadlock each other's inserts. The caller's lock keeps the two steps together.
+      const expired = await executor.selectFrom('requests').select('id')
+        .where('userid', '=', userid).where('idempotency_key', '=', key)
+        .where('created_at', '<=', secondsAgo(engine, lifetimeSeconds))
+        .executeTakeFirst()
+      if (expired === undefined) return false
+      await executor.updateTable('requests').set({ idempotency_key: null }).where('id', '=', expired.id).execute()
+      return true
+    },
+
+    /** Whether one of the user's dumps is complete; undefined when the user has no such dump. */
+    async isComplete (userid: number, id: number): Promise<boolean | undefined> {
+      const row = await db.selectFrom('requests').select('status').where('id', '=', id).where('userid', '=', userid).executeTakeFirst()
+      return row === undefined ? undefined : Boolean(row.status)
     },
 
     /**

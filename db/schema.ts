@@ -34,6 +34,13 @@ export interface RequestsTable {
   created_at: ColumnType<Date | string, never, never>
   /** last sign of life of the instance processing an incomplete row */
   heartbeat_at: ColumnType<Date | string, Date | string | undefined, Date | string>
+  /**
+   * The client's Idempotency-Key, unique per user (NULL when none was sent). Cleared when
+   * the key is used again after it expired, so that it names the newer dump.
+   */
+  idempotency_key: ColumnType<string | null, string | null | undefined, string | null>
+  /** SHA-256 of the canonical batch, stored with a key: a replay must send the same batch */
+  batch_sha256: ColumnType<Buffer | null, Buffer | null | undefined, Buffer | null>
 }
 
 /** The login throttle's counters: one row per throttled key while its window lasts. */

@@ -5,6 +5,7 @@ import fastifyJwt, { type JWT } from '@fastify/jwt'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { createLoginAttempts } from '../db/login-attempts.js'
 import { createServiceError } from '../lib/errors.js'
+import { fieldCount } from '../lib/header-fields.js'
 import { createTokens, SECRET_BYTES, type TokenOwner } from '../db/tokens.js'
 import { createLoginThrottle, type LoginThrottleOptions } from '../lib/login-throttle.js'
 import { createPasswordVerifier, type PasswordVerifierOptions } from '../lib/password-verifier.js'
@@ -56,13 +57,6 @@ export type LoginResult =
   | { outcome: 'token', token: TokenResponse }
   | { outcome: 'refused' }
   | { outcome: 'throttled', retryAfterSeconds: number, message: string }
-
-/** How many times a header field appears in a request (rawHeaders: name, value, name, value, …). */
-function fieldCount (rawHeaders: readonly string[], name: string): number {
-  let count = 0
-  for (let i = 0; i < rawHeaders.length; i += 2) if (rawHeaders[i]!.toLowerCase() === name) count++
-  return count
-}
 
 /**
  * Node keeps a limited number of a request's header fields and silently drops the rest

@@ -107,6 +107,8 @@ export function createDumpsService (fastify: FastifyInstance, options: DumpsOpti
   const staleAfterMs = options.staleAfterMs ?? 60_000
   // ids of the rows this instance is processing right now, for the heartbeat
   const active = new Set<number>()
+  // dumps that run on after their request was answered; the app's close waits for them
+  const background = new Set<Promise<void>>()
 
   /**
    * Records the outcome of a dump, or says why it could not: 'unreachable' when the
@@ -196,6 +198,29 @@ export function createDumpsService (fastify: FastifyInstance, options: DumpsOpti
       return completed
     },
 
+    /**
+     * Lets a dump (a `process` promise) run on after its request was answered: a failure
+     * is logged, never left unhandled, and the app's close waits for it, as it waits for a
+     * request in flight, before the image fetcher closes.
+     */
+    runInBackground (work: Promise<unknown>, context: Record<string, unknown> = {}): void {
+      const tracked = work.then(() => {}, (error: unknown) => {
+        fastify.log.error({ err: error, ...context }, 'a dump running in the background failed')
+      })
+      background.add(tracked)
+      void tracked.then(() => background.delete(tracked))
+    },
+
+    /** How many dumps run in the background right now. */
+    inBackground (): number {
+      return background.size
+    },
+
+    /** Resolves once no dump runs in the background. */
+    async backgroundSettled (): Promise<void> {
+      while (background.size > 0) await Promise.all([...background])
+    },
+
     /** Marks this instance's dumps in progress as alive. */
     async heartbeat (): Promise<void> {
       await requests.heartbeat([...active])
@@ -233,7 +258,10 @@ async function dumps (fastify: FastifyInstance, options: DumpsOptions): Promise<
   }, Math.min(60_000, sweepAfterMs))
   heartbeat.unref()
   sweep.unref()
+  // registered after the image fetcher, so this runs before it closes (onClose runs last-in first)
   fastify.addHook('onClose', async () => {
+    if (service.inBackground() > 0) fastify.log.info({ dumps: service.inBackground() }, 'closing: waiting for the dumps running in the background')
+    await service.backgroundSettled()
     clearInterval(heartbeat)
     clearInterval(sweep)
   })

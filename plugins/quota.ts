@@ -4,7 +4,7 @@ import type { Kysely } from 'kysely'
 import createError from '@fastify/error'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { createServiceError } from '../lib/errors.js'
-import { createRequests, type RequestRecord } from '../db/requests.js'
+import { createRequests, type Executor, type KeyOwner, type RequestRecord } from '../db/requests.js'
 import type { Quota } from '../schemas/quota.js'
 import type { Database, Engine } from '../db/schema.js'
 import type { Principal } from './auth.js'
@@ -21,6 +21,8 @@ export interface QuotaOptions {
    * The server's default of 50 s would hold a client that long before it hears anything.
    */
   lockWaitTimeoutSeconds?: number
+  /** how long an Idempotency-Key names the dump admitted with it, in seconds (default 24 h) */
+  idempotencyKeySeconds?: number
 }
 
 /** What the log row of an admitted request holds; set by the route before the quota check. */
@@ -33,6 +35,12 @@ export interface Admission {
   /** milliseconds until the oldest counted row leaves the window */
   ttlMs: number
   requestId?: number
+  /**
+   * The dump the request's idempotency key already names (same user, within the key's
+   * lifetime): nothing was inserted and no slot taken. `current` then counts the window
+   * without this request.
+   */
+  replayOf?: KeyOwner
 }
 
 /** What GET /v1/quota answers: its schema is the one definition. */
@@ -49,6 +57,11 @@ function isTransient (error: unknown): boolean {
   return typeof errno === 'number' && TRANSIENT.has(errno)
 }
 
+/** Thrown inside an admission transaction to roll its insert back; carries the refusal. */
+class Refusal {
+  constructor (readonly admission: Admission) {}
+}
+
 /**
  * The quota as plain functions over the request log. Admission is one transaction under
  * the user's admission lock: count the user's rows of the last window by the database
@@ -60,6 +73,7 @@ export function createQuotaService (db: Kysely<Database>, engine: Engine, option
   const windowSeconds = options.windowSeconds ?? 3600
   const maxAttempts = options.maxAttempts ?? 4
   const lockWaitTimeout = Math.max(1, Math.round(options.lockWaitTimeoutSeconds ?? 5))
+  const keySeconds = options.idempotencyKeySeconds ?? 24 * 3600
   const requests = createRequests(db, engine)
 
   function limitFor (plan: string): number {
@@ -68,13 +82,44 @@ export function createQuotaService (db: Kysely<Database>, engine: Engine, option
     return limit
   }
 
+  async function countThenInsert (trx: Executor, userid: number, limit: number, record: QuotaRecord): Promise<Admission> {
+    const { count, ttlMs } = await requests.window(trx, userid, windowSeconds)
+    if (count >= limit) return { admitted: false, current: count + 1, ttlMs }
+    const requestId = await requests.insert(trx, userid, record)
+    return { admitted: true, current: count + 1, ttlMs: count === 0 ? windowSeconds * 1000 : ttlMs, requestId }
+  }
+
+  /**
+   * With an idempotency key the row is inserted first: the unique index on (userid, key)
+   * decides whether the key is new (then the quota is counted, the new row included, and
+   * the insert rolled back when past the limit) or already names a dump (then that dump
+   * is the answer, whatever the quota: a replay takes no slot).
+   */
+  async function insertThenCount (trx: Executor, userid: number, limit: number, record: QuotaRecord, key: string): Promise<Admission> {
+    // a key past its lifetime no longer names its old dump: this admission takes it over
+    await requests.releaseExpiredKey(trx, userid, key, keySeconds)
+    const requestId = await requests.insertUnlessKeyTaken(trx, userid, record)
+    const { count, ttlMs } = await requests.window(trx, userid, windowSeconds)
+    if (requestId === undefined) {
+      const owner = await requests.keyOwner(trx, userid, key)
+      // the user's admission lock is held: the row the index found cannot have gone since
+      if (owner === undefined) throw new Error(`idempotency key of user ${userid} refused as taken, yet it names no dump`)
+      return { admitted: false, current: count, ttlMs, replayOf: owner }
+    }
+    if (count > limit) throw new Refusal({ admitted: false, current: count, ttlMs })
+    return { admitted: true, current: count, ttlMs: count === 1 ? windowSeconds * 1000 : ttlMs, requestId }
+  }
+
   async function admitOnce (userid: number, limit: number, record: QuotaRecord): Promise<Admission> {
-    const admission = await requests.underUserLock(userid, lockWaitTimeout, async (trx): Promise<Admission> => {
-      const { count, ttlMs } = await requests.window(trx, userid, windowSeconds)
-      if (count >= limit) return { admitted: false, current: count + 1, ttlMs }
-      const requestId = await requests.insert(trx, userid, record)
-      return { admitted: true, current: count + 1, ttlMs: count === 0 ? windowSeconds * 1000 : ttlMs, requestId }
-    })
+    let admission: Admission | 'no such user'
+    try {
+      admission = await requests.underUserLock(userid, lockWaitTimeout, async (trx) => record.idempotency === undefined
+        ? await countThenInsert(trx, userid, limit, record)
+        : await insertThenCount(trx, userid, limit, record, record.idempotency.key))
+    } catch (error) {
+      if (error instanceof Refusal) return error.admission
+      throw error
+    }
     if (admission === 'no such user') throw new QuotaUnavailableError(`user ${userid} does not exist`)
     return admission
   }
@@ -83,7 +128,10 @@ export function createQuotaService (db: Kysely<Database>, engine: Engine, option
     windowSeconds,
     limitFor,
 
-    /** Admits and logs one request, or refuses it; never admits past the limit, never fails open. */
+    /**
+     * Admits and logs one request, refuses it, or finds the dump its idempotency key
+     * already names (`replayOf`); never admits past the limit, never fails open.
+     */
     async admit (userid: number, limit: number, record: QuotaRecord): Promise<Admission> {
       for (let attempt = 1; ; attempt++) {
         try {
@@ -119,7 +167,11 @@ export function createQuotaService (db: Kysely<Database>, engine: Engine, option
 }
 
 export type QuotaService = ReturnType<typeof createQuotaService> & {
-  /** preHandler for a route under quota: admits (and logs) the request or answers 429 */
+  /**
+   * preHandler for a route under quota: admits (and logs) the request or answers 429; a
+   * request whose idempotency key already names a dump is neither, but its replay
+   * (`request.idempotentReplayOf`), for the route to answer
+   */
   enforce: (request: FastifyRequest, reply: FastifyReply) => Promise<void>
 }
 
@@ -132,6 +184,8 @@ declare module 'fastify' {
     quotaRecord: QuotaRecord | null
     /** the id of the `requests` row written when this request was admitted (throws before) */
     readonly admittedRequestId: number
+    /** the dump this request's idempotency key already named, when quota.enforce found one instead of admitting */
+    readonly idempotentReplayOf: KeyOwner | undefined
   }
 }
 
@@ -153,12 +207,18 @@ async function quota (fastify: FastifyInstance, options: QuotaOptions): Promise<
 
   // dies with its request, whether it was answered, aborted or timed out
   const admitted = new WeakMap<FastifyRequest, number>()
+  const replays = new WeakMap<FastifyRequest, KeyOwner>()
   fastify.decorateRequest('quotaRecord', null)
   fastify.decorateRequest('admittedRequestId', {
     getter (this: FastifyRequest): number {
       const id = admitted.get(this)
       if (id === undefined) throw new Error('this request was not admitted: run quota.enforce as its preHandler')
       return id
+    }
+  })
+  fastify.decorateRequest('idempotentReplayOf', {
+    getter (this: FastifyRequest): KeyOwner | undefined {
+      return replays.get(this)
     }
   })
 
@@ -172,6 +232,12 @@ async function quota (fastify: FastifyInstance, options: QuotaOptions): Promise<
       'ratelimit-limit': String(limit),
       'ratelimit-remaining': String(Math.max(0, limit - admission.current)),
       'ratelimit-reset': String(seconds)
+    }
+    if (admission.replayOf !== undefined) {
+      // nothing admitted: the route answers with the dump the key names
+      replays.set(request, admission.replayOf)
+      reply.headers(headers)
+      return
     }
     if (!admission.admitted) {
       throw new QuotaExceededError(

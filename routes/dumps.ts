@@ -4,9 +4,15 @@ import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/typ
 import Type from 'typebox'
 import { BatchSchema } from '../schemas/batch.js'
 import { DumpResultSchema } from '../schemas/dump.js'
+import { DumpRequestHeadersSchema } from '../schemas/dump-headers.js'
 import { batchErrorFormatter } from '../plugins/content-negotiation/batch.js'
 import { CONTENT_TYPES } from '../plugins/content-negotiation/media-types.js'
 import { NotFoundError } from '../lib/errors.js'
+import { prefersRespondAsync } from '../lib/prefer.js'
+import { numberBatch } from '../plugins/dumps.js'
+import { sendAccepted } from './dump-answers.js'
+import { createDumpRuns } from './dump-runs.js'
+import { batchDigest, createReplays, idempotencyKeyOf } from './idempotency.js'
 
 const DumpParams = Type.Object({ requestId: Type.Integer({ minimum: 1, maximum: 2 ** 31 - 1 }) })
 const ImageParams = Type.Object({
@@ -19,8 +25,18 @@ export interface DumpRoutesOptions {
   bodyLimit: number
 }
 
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** the Idempotency-Key of a POST /v1/dumps, once its onRequest hook has read it; null when none was sent */
+    idempotencyKey: string | null
+  }
+}
+
 export default async function dumpRoutes (fastify: FastifyInstance, options: DumpRoutesOptions): Promise<void> {
   const negotiation = fastify.imageDumpNegotiation
+  const runs = createDumpRuns(fastify)
+  const replays = createReplays(fastify, runs)
+  fastify.decorateRequest('idempotencyKey', null)
   // this scope reads batches, in JSON or XML, and no other body
   negotiation.readBodies(fastify, ['json', 'xml'])
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
@@ -41,22 +57,41 @@ export default async function dumpRoutes (fastify: FastifyInstance, options: Dum
   })
 
   app.post('/v1/dumps', {
-    // Order matters: who (401) before the body is read, what (400/413/415) before the
-    // quota, so that only authenticated, valid dumps are counted and logged.
-    onRequest: fastify.imageDumpAuth.authenticate,
+    // Order matters: who (401) and the Idempotency-Key (400) before the body is read, what
+    // (400/413/415) before the quota, so that only authenticated, valid dumps are counted
+    // and logged.
+    onRequest: [
+      fastify.imageDumpAuth.authenticate,
+      async (request) => { request.idempotencyKey = idempotencyKeyOf(request) ?? null }
+    ],
     bodyLimit: options.bodyLimit,
     // XML and the literal JSON mapping are reshaped into the canonical batch; the schema decides
     preValidation: negotiation.reshapeBatch,
-    schema: { body: BatchSchema, response: { 200: DumpResultSchema } },
+    schema: { body: BatchSchema, headers: DumpRequestHeadersSchema, response: { 200: DumpResultSchema, 202: DumpResultSchema } },
     validatorCompiler: TypeBoxValidatorCompiler,
     schemaErrorFormatter: batchErrorFormatter,
     preHandler: [
-      async (request) => { request.quotaRecord = fastify.dumps.admissionRecord(request.body, negotiation.bodyFormatOf(request)) },
+      async (request) => {
+        const record = fastify.dumps.admissionRecord(request.body, negotiation.bodyFormatOf(request))
+        const key = request.idempotencyKey
+        request.quotaRecord = key === null ? record : { ...record, idempotency: { key, batchSha256: batchDigest(request.body) } }
+      },
+      // admits the dump, or finds the one its Idempotency-Key already names (idempotentReplayOf)
       fastify.quota.enforce
     ],
     config: { xmlRoot: 'result' }
-  }, async (request) => {
-    return await fastify.dumps.process(request.principal, request.admittedRequestId, request.body, negotiation.bodyFormatOf(request))
+  }, async (request, reply) => {
+    const respondAsync = prefersRespondAsync(request.headers.prefer)
+    const replayOf = request.idempotentReplayOf
+    if (replayOf !== undefined) return await replays.answer(request, reply, replayOf, respondAsync)
+
+    const { principal, body } = request
+    const requestId = request.admittedRequestId
+    const run = runs.start(principal, requestId, body, negotiation.bodyFormatOf(request))
+    if (!respondAsync) return await run
+    // Prefer: respond-async: answered now; the dump goes on without its request
+    fastify.dumps.runInBackground(run, { requestId })
+    return sendAccepted(request, reply, requestId, { requestId, status: 'PENDING', items: numberBatch(body) })
   })
 
   app.get('/v1/dumps/:requestId', {

@@ -188,6 +188,17 @@ t.test("the service's routes work under their prefixes", async (t) => {
       t.equal(bad.statusCode, 400)
       t.equal(bad.body, '<?xml version="1.0" encoding="UTF-8"?><error><statusCode>400</statusCode><error>Bad Request</error><message>items[0].name: is required</message></error>',
         "the service's errors, in the client's format")
+
+      const later = await host.app.inject({
+        method: 'POST',
+        url: `${prefix}/v1/dumps`,
+        payload: JSON.stringify({ items: [{ name: 'Later', images: [url] }] }),
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', prefer: 'respond-async' }
+      })
+      t.equal(later.statusCode, 202, 'an asynchronous dump')
+      t.equal(later.headers.location, `${prefix}/v1/dumps/${later.json().requestId}`, 'is found under the prefix')
+      const followed = await host.app.inject({ method: 'GET', url: later.headers.location!, headers: { authorization: `Bearer ${token}` } })
+      t.equal(followed.statusCode, 200, 'where Location says')
     })
   }
   t.test('each copy has its own users and secrets', async (t) => {

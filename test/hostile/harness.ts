@@ -8,7 +8,8 @@
  * - nothing was written outside STORAGE_DIR (the test process works in an empty folder of a
  *   sandbox, beside the storage folder and a sentinel folder: all three are checked) and no
  *   `.part` file is left anywhere;
- * - a refused request (4xx) wrote no `requests` row, and an admitted one exactly one, complete.
+ * - a refused request (4xx) wrote no `requests` row, and an admitted one exactly one, complete
+ *   (an asynchronous one once its dump has run in the background).
  */
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
 import { STATUS_CODES } from 'node:http'
@@ -47,12 +48,19 @@ export interface Refused {
  * Admitted: 200, one complete `requests` row, and per image (in order) its outcome:
  * 'SUCCESS', an INTERNAL_ERROR code ('INVALID_URL', 'TIMEOUT', …) or 'HTTP <status>'.
  * Several codes separated by '|' accept any of them (for outcomes that depend on the host).
+ * 202 (Prefer: respond-async): Location and Preference-Applied, then the same once the
+ * dump has run in the background, read from its record.
  */
 export interface Admitted {
-  status: 200
+  status: 200 | 202
   images: string[]
   /** fields the first item is answered with, e.g. its name exactly as the parser read it */
   item?: Record<string, unknown>
+}
+
+/** Whether a case's expectation is an admission (200, or 202 for an asynchronous one). */
+export function isAdmitted (expected: Refused | Admitted): expected is Admitted {
+  return expected.status === 200 || expected.status === 202
 }
 
 export interface HostileCase {
@@ -212,14 +220,24 @@ async function stored (target: Target): Promise<string[]> {
  */
 async function assertAnswer (t: Test, target: Target, c: HostileCase, response: LightMyRequestResponse, rows?: number): Promise<void> {
   t.ok(response.statusCode < 500, `never a 5xx (got ${response.statusCode})`)
-  if (c.expected.status !== 200) {
+  if (!isAdmitted(c.expected)) {
     await assertRefused(t, response, c.expected)
     if (rows !== undefined) t.equal(rows, 0, 'no requests row for refused input')
     return
   }
-  t.equal(response.statusCode, 200, `admitted: ${response.statusCode === 200 ? '' : response.body.slice(0, 200)}`)
-  if (response.statusCode !== 200) return
-  const body = JSON.parse(response.body) as { requestId: number, items: Array<{ images: ImageAnswer[] } & Record<string, unknown>> }
+  const { status } = c.expected
+  t.equal(response.statusCode, status, `admitted: ${response.statusCode === status ? '' : response.body.slice(0, 200)}`)
+  if (response.statusCode !== status) return
+  type Answer = { requestId: number, items: Array<{ images: ImageAnswer[] } & Record<string, unknown>> }
+  let body = JSON.parse(response.body) as Answer
+  if (status === 202) {
+    const location = `/v1/dumps/${body.requestId}`
+    t.equal(response.headers.location, location, 'Location: the dump\'s record')
+    t.equal(response.headers['preference-applied'], 'respond-async')
+    await target.app.dumps.backgroundSettled()
+    const record = await target.app.inject({ method: 'GET', url: location, headers: { authorization: String(target.defaults.authorization) } })
+    body = { ...JSON.parse(record.body) as Answer, requestId: body.requestId }
+  }
   const outcomes = imageOutcomes(body)
   t.equal(outcomes.length, c.expected.images.length, 'one outcome per image')
   c.expected.images.forEach((expected, i) => {
@@ -240,7 +258,7 @@ export function runCase (t: Test, target: Target, c: HostileCase): void {
     const [rowsBefore, filesBefore] = [await countRows(target.app), await stored(target)]
     const response = await send(target, c.request)
     await assertAnswer(t, target, c, response, await countRows(target.app) - rowsBefore)
-    if (c.expected.status !== 200) t.same(await stored(target), filesBefore, 'and no file written')
+    if (!isAdmitted(c.expected)) t.same(await stored(target), filesBefore, 'and no file written')
   })
 }
 
@@ -257,7 +275,7 @@ export function runCasesTogether (t: Test, target: Target, name: string, cases: 
   t.test(name, async (t) => {
     const before = await countRows(target.app)
     const responses = await Promise.all(cases.map((c) => send(target, c.request)))
-    const admitted = cases.filter((c) => c.expected.status === 200).length
+    const admitted = cases.filter((c) => isAdmitted(c.expected)).length
     t.equal(await countRows(target.app) - before, admitted, 'one requests row per admitted case, none for the others')
     cases.forEach((c, i) => t.test(c.name, async (t) => { await assertAnswer(t, target, c, responses[i]!) }))
   })

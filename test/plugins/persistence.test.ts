@@ -13,7 +13,7 @@ for (const engine of enginesUnderTest(t)) {
     const { db } = connect(database.url)
     t.teardown(() => db.destroy())
 
-    t.same(await migrateToLatest(db), ['001_initial', '002_exact_usernames_and_login_attempts'], 'the first run applies every migration')
+    t.same(await migrateToLatest(db), ['001_initial', '002_exact_usernames_and_login_attempts', '003_idempotency_keys'], 'the first run applies every migration')
     t.same(await migrateToLatest(db), [], 'a second run has nothing to do')
 
     const tables = (await db.introspection.getTables()).map((table) => table.name).sort()
@@ -22,7 +22,7 @@ for (const engine of enginesUnderTest(t)) {
     t.same(columns.users, ['plan', 'userid', 'username'])
     t.same(columns.authentication, ['passwordhash', 'userid'])
     t.same(columns.tokens, ['last_updated', 'user_secret', 'userid'])
-    t.same(columns.requests, ['created_at', 'data', 'dataformat', 'heartbeat_at', 'id', 'status', 'userid'])
+    t.same(columns.requests, ['batch_sha256', 'created_at', 'data', 'dataformat', 'heartbeat_at', 'id', 'idempotency_key', 'status', 'userid'])
     t.same(columns.login_attempts, ['attempts', 'throttle_key', 'window_start'])
 
     const user = await db.insertInto('users').values({ username: 'u', plan: 'gold' }).executeTakeFirstOrThrow()
@@ -47,7 +47,7 @@ for (const engine of enginesUnderTest(t)) {
       const connections = [connect(database.url), connect(database.url), connect(database.url)]
       t.teardown(() => Promise.all(connections.map(({ db }) => db.destroy())))
       const applied = await Promise.all(connections.map(({ db }) => migrateToLatest(db)))
-      t.same(applied.flat(), ['001_initial', '002_exact_usernames_and_login_attempts'], 'exactly one instance applied the migrations')
+      t.same(applied.flat(), ['001_initial', '002_exact_usernames_and_login_attempts', '003_idempotency_keys'], 'exactly one instance applied the migrations')
     })
   }
 
@@ -66,6 +66,33 @@ for (const engine of enginesUnderTest(t)) {
     t.equal((await db.selectFrom('users').select('userid').where('username', '=', 'bob').execute()).length, 1, 'bob is still bob')
     await db.insertInto('users').values({ username: 'Bob', plan: 'gold' }).execute()
     t.pass('another spelling is another name to the unique index')
+  })
+
+  t.test(`${engine}: an idempotency key names one row per user, compared exactly, on a database made before that migration too`, async (t) => {
+    const database = await createTestDatabase(engine)
+    t.teardown(database.drop)
+    const { db } = connect(database.url)
+    t.teardown(() => db.destroy())
+    await migrateUpTo(db, '002_exact_usernames_and_login_attempts')
+    const ids = []
+    for (const username of ['u', 'v']) ids.push(Number((await db.insertInto('users').values({ username, plan: 'gold' }).executeTakeFirstOrThrow()).insertId))
+    const [u, v] = ids as [number, number]
+    await db.insertInto('requests').values([{ userid: u, dataformat: 'json', data: null }, { userid: u, dataformat: 'json', data: null }]).execute()
+    await migrateToLatest(db)
+
+    const keyed = (userid: number, key: string | null) =>
+      db.insertInto('requests').values({ userid, dataformat: 'json', data: null, idempotency_key: key, batch_sha256: Buffer.alloc(32, 7) }).execute()
+    await keyed(u, 'abc')
+    await t.rejects(keyed(u, 'abc'), /idempotency_key/, 'the same user cannot log one key twice')
+    await keyed(v, 'abc')
+    t.pass('another user may use the same key')
+    await keyed(u, 'ABC')
+    t.pass('keys compare exactly: case counts')
+    await keyed(u, null)
+    await keyed(u, null)
+    t.pass('rows without a key never collide (the rows from before the migration have none)')
+    const row = await db.selectFrom('requests').select(['idempotency_key', 'batch_sha256']).where('userid', '=', u).where('idempotency_key', '=', 'abc').executeTakeFirstOrThrow()
+    t.same(Buffer.from(row.batch_sha256!), Buffer.alloc(32, 7), 'the batch digest is kept whole')
   })
 
   t.test(`${engine}: the plugin alone in a bare app`, async (t) => {

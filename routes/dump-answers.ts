@@ -1,0 +1,44 @@
+/**
+ * Answers of POST /v1/dumps that are not the synchronous result: 202 Accepted for a dump
+ * that runs on (Prefer: respond-async), and the answers built from a dump's stored record
+ * (a replay of its Idempotency-Key).
+ */
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import { Value } from 'typebox/value'
+import type { StoredRequest } from '../db/requests.js'
+import { CONTENT_TYPES, addVaryAccept } from '../plugins/content-negotiation/media-types.js'
+import { readRecord, statusOf } from '../plugins/dumps.js'
+import { DumpResultSchema, type DumpResult } from '../schemas/dump.js'
+
+/**
+ * A stored record as an answer document, with its request id. A JSON record is the
+ * document as it was written; one read from XML is all text, and the schema gives numbers
+ * back their type.
+ */
+export function recordDocument (requestId: number, record: StoredRequest): DumpResult {
+  if (record.format === 'json') return { ...JSON.parse(record.data.toString('utf8')) as DumpResult, requestId }
+  const items = readRecord(record.data, record.format)
+  return Value.Convert(DumpResultSchema, { requestId, status: statusOf(items.flatMap((item) => item.images)), items }) as DumpResult
+}
+
+/**
+ * A complete record as the answer the dump gave: an XML record as stored, to a client
+ * that reads XML (it is that answer, byte for byte); otherwise as a document, which the
+ * route serialises as it serialised the dump's own answer.
+ */
+export function sendRecord (request: FastifyRequest, reply: FastifyReply, requestId: number, record: StoredRequest): FastifyReply {
+  if (record.format !== 'xml' || request.responseFormat !== 'xml') return reply.send(recordDocument(requestId, record))
+  addVaryAccept(reply)
+  return reply.type(CONTENT_TYPES.xml).send(record.data)
+}
+
+/**
+ * 202 Accepted (RFC 7240 respond-async): where the dump's record is (`Location`, under the
+ * route's own prefix), and the record so far, in the format the client reads.
+ */
+export function sendAccepted (request: FastifyRequest, reply: FastifyReply, requestId: number, soFar: DumpResult): FastifyReply {
+  return reply.code(202)
+    .header('location', `${request.routeOptions.url ?? '/v1/dumps'}/${requestId}`)
+    .header('preference-applied', 'respond-async')
+    .send(soFar)
+}
