@@ -34,6 +34,22 @@ export interface RequestsTable {
   created_at: ColumnType<Date | string, never, never>
   /** last sign of life of the instance processing an incomplete row */
   heartbeat_at: ColumnType<Date | string, Date | string | undefined, Date | string>
+  /**
+   * How many times the dump was resumed after its instance stopped (0 for the first run).
+   * A run holds the number it started with; its writes only land while the row still has
+   * it, so a run that was taken over cannot write over the run that took it.
+   */
+  resumes: ColumnType<number, number | undefined, number>
+}
+
+/** The outcome of each image of a dump, recorded as it happens; an image without a row is pending. */
+export interface DumpImagesTable {
+  request_id: number
+  image_id: number
+  /** SUCCESS or FAILURE */
+  status: 'SUCCESS' | 'FAILURE'
+  /** JSON of the rest of the image's result (location, contentType, bytes, sha256; or error) */
+  result: Buffer
 }
 
 /** The login throttle's counters: one row per throttled key while its window lasts. */
@@ -49,6 +65,7 @@ export interface Database {
   authentication: AuthenticationTable
   tokens: TokensTable
   requests: RequestsTable
+  dump_images: DumpImagesTable
   login_attempts: LoginAttemptsTable
 }
 

@@ -1,0 +1,56 @@
+import { sql, type Kysely } from 'kysely'
+import { createRequests } from './requests.js'
+import type { Database, Engine } from './schema.js'
+import type { ImageResult } from '../schemas/dump.js'
+
+/** An image's recorded outcome: its result without the id and URL, which the admission record holds. */
+export type RecordedOutcome = Omit<ImageResult, 'imageId' | 'url'> & { status: 'SUCCESS' | 'FAILURE' }
+
+/**
+ * The `dump_images` table's owner: the outcome of each image of a dump, recorded as it
+ * happens. An image without a row has no outcome yet (PENDING). Rows are only added, never
+ * changed: a resumed dump downloads only the images without one.
+ */
+export function createDumpImages (db: Kysely<Database>, engine: Engine) {
+  const requests = createRequests(db, engine)
+
+  return {
+    /**
+     * Records outcomes of a dump in one multi-row insert, only while run `run` still holds
+     * its row (in the same transaction, so a run taken over cannot add outcomes whose files
+     * the new run may already have removed): 'recorded' or 'taken'. Recording an outcome
+     * again (a retry after a lost acknowledgement) changes nothing.
+     */
+    async record (requestId: number, run: number, results: readonly ImageResult[]): Promise<'recorded' | 'taken'> {
+      if (results.length === 0) return 'recorded'
+      const rows = results.map(({ imageId, url: _url, status, ...rest }) => {
+        if (status === 'PENDING') throw new TypeError(`image ${imageId} has no outcome to record`)
+        return { request_id: requestId, image_id: imageId, status, result: Buffer.from(JSON.stringify(rest)) }
+      })
+      const written = await requests.underRunLock(requestId, run, async (trx) => {
+        const insert = trx.insertInto('dump_images').values(rows)
+        await (engine === 'mysql'
+          ? insert.onDuplicateKeyUpdate({ image_id: sql`image_id` })
+          : insert.onConflict((oc) => oc.columns(['request_id', 'image_id']).doNothing())
+        ).execute()
+      })
+      return written === 'taken' ? 'taken' : 'recorded'
+    },
+
+    /** Every recorded outcome of a dump, by image id. */
+    async outcomes (requestId: number): Promise<Map<number, RecordedOutcome>> {
+      const rows = await db.selectFrom('dump_images').select(['image_id', 'status', 'result'])
+        .where('request_id', '=', requestId).execute()
+      return new Map(rows.map((row) => [row.image_id, { status: row.status, ...JSON.parse(Buffer.from(row.result).toString('utf8')) }]))
+    },
+
+    /** The recorded status of one image, undefined while it has none. */
+    async statusOf (requestId: number, imageId: number): Promise<'SUCCESS' | 'FAILURE' | undefined> {
+      const row = await db.selectFrom('dump_images').select('status')
+        .where('request_id', '=', requestId).where('image_id', '=', imageId).executeTakeFirst()
+      return row?.status
+    }
+  }
+}
+
+export type DumpImages = ReturnType<typeof createDumpImages>
