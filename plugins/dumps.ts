@@ -75,7 +75,13 @@ export function createDumpsService (fastify: FastifyInstance, options: DumpsOpti
     async find (userid: number, requestId: number): Promise<{ format: BodyFormat, data: Buffer, complete: boolean } | undefined> {
       const stored = await requests.find(userid, requestId)
       if (stored === undefined || stored.complete) return stored
-      const items = withOutcomes(readRecord(stored.data, stored.format), await dumpImages.outcomes(requestId))
+      let admitted
+      try {
+        admitted = readRecord(stored.data, stored.format)
+      } catch {
+        return stored // not one this service wrote: shown as it is, until a resumption completes it
+      }
+      const items = withOutcomes(admitted, await dumpImages.outcomes(requestId))
       return { format: stored.format, data: Buffer.from(serializeDocument(runningRecord(requestId, items), stored.format, 'result')), complete: false }
     },
 

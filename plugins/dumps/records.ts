@@ -101,7 +101,8 @@ const asArray = <T>(value: T | T[] | undefined): T[] => (value === undefined ? [
 /** Reads a stored record back into its items, from either format. */
 export function readRecord (data: Buffer, format: BodyFormat): ItemResult[] {
   if (format === 'json') return (JSON.parse(data.toString('utf8')) as { items: ItemResult[] }).items
-  const parser = new XMLParser({ parseTagValue: false, processEntities: true, htmlEntities: false, ignoreAttributes: true, ignoreDeclaration: true })
+  // trimValues: false, so that a name with spaces around it is read back as it was sent
+  const parser = new XMLParser({ parseTagValue: false, trimValues: false, processEntities: true, htmlEntities: false, ignoreAttributes: true, ignoreDeclaration: true })
   // A stored record was written by this service, but parse it as defensively as any XML.
   const doc = parser.parse(data.toString('utf8')) as { result?: { items?: { item?: unknown } } }
   return asArray(doc.result?.items?.item as ItemResult | ItemResult[] | undefined).map((item) => ({

@@ -57,7 +57,7 @@ t.test('interrupt: pending images fail as INTERRUPTED, finished ones are kept', 
 })
 
 t.test('a stored record reads back the same from JSON and XML', async (t) => {
-  const record = { status: 'PENDING', items: numberBatch(batch) }
+  const record = { status: 'PENDING', items: numberBatch({ items: [...batch.items, { name: '  spaced <&> "quoted"  ', category: '', images: ['http://x/a?b=1&c=2'] }] }) }
   const fromJson = readRecord(Buffer.from(serializeDocument(record, 'json', 'result')), 'json')
   const fromXml = readRecord(Buffer.from(serializeDocument(record, 'xml', 'result')), 'xml')
   t.same(fromXml, fromJson)
