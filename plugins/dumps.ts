@@ -29,7 +29,7 @@ export interface DumpsOptions {
   staleAfterMs?: number
   /** resumptions of one dump after which its pending images are INTERRUPTED instead (default 5) */
   maxResumes?: number
-  /** outcomes are recorded once this many wait or the oldest has waited maxDelayMs (default 200 and 250 ms) */
+  /** outcomes are recorded once this many wait or the oldest has waited maxDelayMs (default 500 and 250 ms) */
   recording?: { maxBatch?: number, maxDelayMs?: number }
 }
 
