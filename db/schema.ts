@@ -48,8 +48,8 @@ export interface DumpImagesTable {
   image_id: number
   /** SUCCESS or FAILURE */
   status: 'SUCCESS' | 'FAILURE'
-  /** JSON of the rest of the image's result (location, contentType, bytes, sha256; or error) */
-  result: Buffer
+  /** JSON text of the rest of the image's result (location, contentType, bytes, sha256; or error): bytes on MySQL, text on SQLite */
+  result: Buffer | string
 }
 
 /** The login throttle's counters: one row per throttled key while its window lasts. */
