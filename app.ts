@@ -69,7 +69,7 @@ async function imageDump (fastify: FastifyInstance, { config }: ImageDumpOptions
   })
   await fastify.register(dumps, {
     storageDir: config.storageDir,
-    // the embedded database belongs to this one process: whatever it left incomplete is interrupted
+    // the embedded database belongs to this one process: whatever it left incomplete is resumed at start
     staleAfterMs: config.databaseUrl.startsWith('sqlite:') ? 0 : config.recoveryStaleMs
   })
   await fastify.register(serviceRoutes, { config })

@@ -57,7 +57,7 @@ export interface Config {
   plans: Record<string, number>
   /**
    * MySQL: an incomplete dump whose instance has not marked it alive for this long is
-   * taken as left behind by a crash and completed as interrupted, by any instance
+   * taken as left behind by a stopped instance and resumed, by any instance
    */
   recoveryStaleMs: number
 }

@@ -31,8 +31,8 @@ async function main (): Promise<void> {
   const app = await buildApp(config)
   // SIGINT/SIGTERM: stop accepting, let in-flight requests finish, close the download agent
   // and the database, exit 0. A dump still running after SHUTDOWN_GRACE_MS is abandoned (exit
-  // 1); its row is completed as interrupted at the next start or by another instance's
-  // sweep. An uncaught error closes the same way after logging it.
+  // 1) with the outcomes it recorded; it is resumed at the next start or by another
+  // instance's sweep. An uncaught error closes the same way after logging it.
   closeWithGrace({
     delay: config.shutdownGraceMs,
     logger: { error: (message: unknown, ...rest: unknown[]) => app.log.error({ detail: rest }, String(message)) }

@@ -1,4 +1,4 @@
-import { sql, type Kysely, type Transaction } from 'kysely'
+import { sql, type ExpressionBuilder, type Kysely, type Transaction } from 'kysely'
 import { msUntil, now, secondsAgo } from './engine.js'
 import type { Database, Engine } from './schema.js'
 import type { BodyFormat } from '../schemas/batch.js'
@@ -57,6 +57,22 @@ export function createRequests (db: Kysely<Database>, engine: Engine) {
     return Number(result.insertId)
   }
 
+  /** A transaction that writes: on SQLite the write lock is taken up front (BEGIN IMMEDIATE), so it cannot fail to upgrade halfway. */
+  async function inWriteTransaction<T> (body: (trx: Executor) => Promise<T>): Promise<T> {
+    if (engine === 'mysql') return await db.transaction().execute(body)
+    return await db.connection().execute(async (conn) => {
+      await sql`BEGIN IMMEDIATE`.execute(conn)
+      try {
+        const result = await body(conn)
+        await sql`COMMIT`.execute(conn)
+        return result
+      } catch (error) {
+        await sql`ROLLBACK`.execute(conn)
+        throw error
+      }
+    })
+  }
+
   return {
     /**
      * Runs `decide` in a transaction that holds the user's admission lock: on MySQL the
@@ -65,23 +81,27 @@ export function createRequests (db: Kysely<Database>, engine: Engine) {
      * the single write lock, taken up front with BEGIN IMMEDIATE.
      */
     async underUserLock<T> (userid: number, lockWaitSeconds: number, decide: (trx: Executor) => Promise<T>): Promise<T | 'no such user'> {
-      if (engine === 'mysql') {
-        return await db.transaction().execute(async (trx) => {
+      return await inWriteTransaction(async (trx) => {
+        if (engine === 'mysql') {
           await sql`SET SESSION innodb_lock_wait_timeout = ${sql.lit(lockWaitSeconds)}`.execute(trx)
           const locked = await trx.selectFrom('users').select('userid').where('userid', '=', userid).forUpdate().executeTakeFirst()
-          return locked === undefined ? 'no such user' : await decide(trx)
-        })
-      }
-      return await db.connection().execute(async (conn) => {
-        await sql`BEGIN IMMEDIATE`.execute(conn)
-        try {
-          const result = await decide(conn)
-          await sql`COMMIT`.execute(conn)
-          return result
-        } catch (error) {
-          await sql`ROLLBACK`.execute(conn)
-          throw error
+          if (locked === undefined) return 'no such user'
         }
+        return await decide(trx)
+      })
+    },
+
+    /**
+     * Runs `write` in a transaction that holds the row of a dump still incomplete and still
+     * held by run `run` (its `resumes` number), locked by primary key on MySQL (the single
+     * write lock on SQLite); 'taken' without running it when the row was completed or
+     * claimed by another run meanwhile.
+     */
+    async underRunLock<T> (id: number, run: number, write: (trx: Executor) => Promise<T>): Promise<T | 'taken'> {
+      return await inWriteTransaction(async (trx) => {
+        let held = trx.selectFrom('requests').select('id').where('id', '=', id).where('status', '=', 0).where('resumes', '=', run)
+        if (engine === 'mysql') held = held.forUpdate()
+        return await held.executeTakeFirst() === undefined ? 'taken' : await write(trx)
       })
     },
 
@@ -154,25 +174,17 @@ export function createRequests (db: Kysely<Database>, engine: Engine) {
     },
 
     /**
-     * Stores the outcome of a request still incomplete and marks it complete: 'written',
-     * or 'taken' when it was completed meanwhile by someone else (a recovery). A retry of
-     * a write whose answer was lost finds its own data and counts as written.
+     * Stores the final record of a dump still incomplete and held by run `run`, and marks it
+     * complete: 'written', or 'taken' when it was completed or claimed meanwhile by another
+     * run. A retry of a write whose answer was lost finds its own data and counts as written.
      */
-    async complete (id: number, data: Buffer): Promise<'written' | 'taken'> {
+    async complete (id: number, run: number, data: Buffer): Promise<'written' | 'taken'> {
       const update = await db.updateTable('requests').set({ data, status: 1, heartbeat_at: now(engine) })
-        .where('id', '=', id).where('status', '=', 0)
+        .where('id', '=', id).where('status', '=', 0).where('resumes', '=', run)
         .executeTakeFirst()
       if (Number(update.numUpdatedRows) > 0) return 'written'
       const row = await db.selectFrom('requests').select('data').where('id', '=', id).executeTakeFirst()
       return row?.data != null && Buffer.from(row.data).equals(data) ? 'written' : 'taken'
-    },
-
-    /** Completes a request only if it is still incomplete (a recovery); whether it did. */
-    async completeIfIncomplete (id: number, data: Buffer): Promise<boolean> {
-      const update = await db.updateTable('requests').set({ data, status: 1 })
-        .where('id', '=', id).where('status', '=', 0)
-        .executeTakeFirst()
-      return Number(update.numUpdatedRows) > 0
     },
 
     /** One of the user's logged requests, as stored; undefined when not theirs or not recorded. */
@@ -183,18 +195,42 @@ export function createRequests (db: Kysely<Database>, engine: Engine) {
       return { format: row.dataformat, data: Buffer.from(row.data), complete: Boolean(row.status) }
     },
 
-    /** Incomplete requests whose heartbeat is at least `olderThanMs` old. */
-    async stale (olderThanMs: number): Promise<Array<{ id: number, userid: number, dataformat: BodyFormat, data: Buffer | null }>> {
-      return await db.selectFrom('requests').select(['id', 'userid', 'dataformat', 'data'])
+    /** Incomplete requests whose heartbeat is at least `olderThanMs` old, with the run that last held each. */
+    async stale (olderThanMs: number): Promise<Array<{ id: number, userid: number, dataformat: BodyFormat, data: Buffer | null, resumes: number }>> {
+      return await db.selectFrom('requests').select(['id', 'userid', 'dataformat', 'data', 'resumes'])
         .where('status', '=', 0)
         .where('heartbeat_at', '<=', secondsAgo(engine, olderThanMs / 1000))
         .execute()
     },
 
-    /** Marks these requests as being worked on right now. */
-    async heartbeat (ids: readonly number[]): Promise<void> {
-      if (ids.length === 0) return
-      await db.updateTable('requests').set({ heartbeat_at: now(engine) }).where('id', 'in', [...ids]).execute()
+    /**
+     * Takes over a stale incomplete request for a new run, atomically: only if it is still
+     * incomplete, still held by run `seen` and its heartbeat still at least `olderThanMs` old,
+     * so that of several instances sweeping at once exactly one gets it. The new run's number
+     * (seen + 1), or undefined when someone else was first.
+     */
+    async claim (id: number, seen: number, olderThanMs: number): Promise<number | undefined> {
+      const update = await db.updateTable('requests')
+        .set((eb) => ({ resumes: eb('resumes', '+', 1), heartbeat_at: now(engine) }))
+        .where('id', '=', id).where('status', '=', 0).where('resumes', '=', seen)
+        .where('heartbeat_at', '<=', secondsAgo(engine, olderThanMs / 1000))
+        .executeTakeFirst()
+      return Number(update.numUpdatedRows) > 0 ? seen + 1 : undefined
+    },
+
+    /**
+     * Marks these runs as alive; returns the ids of those whose row is no longer theirs
+     * (completed, or taken over by another run).
+     */
+    async heartbeat (runs: ReadonlyArray<{ id: number, run: number }>): Promise<Set<number>> {
+      if (runs.length === 0) return new Set()
+      const held = (eb: ExpressionBuilder<Database, 'requests'>) =>
+        eb.and([eb('status', '=', 0), eb.or(runs.map(({ id, run }) => eb.and([eb('id', '=', id), eb('resumes', '=', run)])))])
+      const update = await db.updateTable('requests').set({ heartbeat_at: now(engine) }).where(held).executeTakeFirst()
+      if (Number(update.numUpdatedRows) === runs.length) return new Set()
+      // rare: find out which (an update within the same millisecond may also count as no change)
+      const still = new Set((await db.selectFrom('requests').select('id').where(held).execute()).map((row) => row.id))
+      return new Set(runs.filter(({ id }) => !still.has(id)).map(({ id }) => id))
     }
   }
 }

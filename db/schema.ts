@@ -41,6 +41,22 @@ export interface RequestsTable {
   idempotency_key: ColumnType<string | null, string | null | undefined, string | null>
   /** SHA-256 of the canonical batch, stored with a key: a replay must send the same batch */
   batch_sha256: ColumnType<Buffer | null, Buffer | null | undefined, Buffer | null>
+  /**
+   * How many times the dump was resumed after its instance stopped (0 for the first run).
+   * A run holds the number it started with; its writes only land while the row still has
+   * it, so a run that was taken over cannot write over the run that took it.
+   */
+  resumes: ColumnType<number, number | undefined, number>
+}
+
+/** The outcome of each image of a dump, recorded as it happens; an image without a row is pending. */
+export interface DumpImagesTable {
+  request_id: number
+  image_id: number
+  /** SUCCESS or FAILURE */
+  status: 'SUCCESS' | 'FAILURE'
+  /** JSON text of the rest of the image's result (location, contentType, bytes, sha256; or error): bytes on MySQL, text on SQLite */
+  result: Buffer | string
 }
 
 /** The login throttle's counters: one row per throttled key while its window lasts. */
@@ -56,6 +72,7 @@ export interface Database {
   authentication: AuthenticationTable
   tokens: TokensTable
   requests: RequestsTable
+  dump_images: DumpImagesTable
   login_attempts: LoginAttemptsTable
 }
 

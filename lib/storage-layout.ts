@@ -126,15 +126,15 @@ export function createStorageLayout (storageDir: string) {
     },
 
     /**
-     * Removes what an interrupted dump left: every temporary file, and the files of the
-     * images `imageIds` (which will be recorded as interrupted). False, with nothing
-     * touched, when the ids cannot name a folder.
+     * Removes what a stopped run left of a dump, before it is resumed or closed: every
+     * temporary file, and the file of every image not in `keep` (those whose success is
+     * recorded). False, with nothing touched, when the ids cannot name a folder.
      */
-    async removeInterrupted (userid: number, requestId: number, imageIds: readonly number[]): Promise<boolean> {
+    async keepOnly (userid: number, requestId: number, keep: Iterable<number>): Promise<boolean> {
       const folder = dumpFolder(userid, requestId)
       if (folder === null) return false
-      const gone = new Set(imageIds.map(String))
-      await removeFiles(folder, (file) => isPart(file) || gone.has(imageIdOf(file)))
+      const kept = new Set([...keep].map(String))
+      await removeFiles(folder, (file) => isPart(file) || !kept.has(imageIdOf(file)))
       return true
     }
   }

@@ -1,16 +1,19 @@
-import { setTimeout as sleep } from 'node:timers/promises'
 import fp from 'fastify-plugin'
-import { XMLParser } from 'fast-xml-parser'
 import type { FastifyInstance } from 'fastify'
+import { createDumpImages } from '../db/dump-images.js'
 import { createRequests } from '../db/requests.js'
-import { createServiceError } from '../lib/errors.js'
 import { createStorageLayout } from '../lib/storage-layout.js'
 import { serializeDocument } from './content-negotiation/xml-writer.js'
+import { createDumpRunner } from './dumps/dump-run.js'
+import { createResumer } from './dumps/resume.js'
+import { numberBatch, readRecord, runningRecord, withOutcomes } from './dumps/records.js'
 import type { Batch, BodyFormat } from '../schemas/batch.js'
-import type { DumpResult, ImageResult, ItemResult } from '../schemas/dump.js'
-import type { FetchOutcome } from './image-fetcher.js'
+import type { DumpResult } from '../schemas/dump.js'
 import type { QuotaRecord } from './quota.js'
 import type { Principal } from './auth.js'
+
+export { DumpNotRecordedError } from './dumps/dump-run.js'
+export { imageResult, interrupt, numberBatch, progressOf, readRecord, statusOf } from './dumps/records.js'
 
 export interface DumpsOptions {
   /** image root; the same folder the image fetcher writes to */
@@ -19,121 +22,38 @@ export interface DumpsOptions {
   heartbeatMs?: number
   /**
    * An incomplete row whose heartbeat is older than this is taken as left behind by a
-   * crash and completed as interrupted, at start and by a sweep that runs as often (at
-   * least every 60 s). 0 recovers every incomplete row at start, right for the embedded
-   * database, which one process owns; its sweep then waits for 60 s (default 60 s).
+   * stopped instance and resumed, at start and by a sweep that runs as often (at least
+   * every 60 s). 0 resumes every incomplete row at start, right for the embedded database,
+   * which one process owns; its sweep then waits for 60 s (default 60 s).
    */
   staleAfterMs?: number
-}
-
-/** The answer to a dump whose outcome could not be recorded; its images were discarded. */
-export class DumpNotRecordedError extends createServiceError('DUMP_NOT_RECORDED', 503, 'the outcome of this dump could not be recorded; its images were discarded; send it again') {}
-
-type Status = DumpResult['status']
-
-/** SUCCESS when every image succeeded, FAILURE when none did, PARTIAL in between. */
-export function statusOf (images: ReadonlyArray<{ status: string }>): Status {
-  const ok = images.filter((image) => image.status === 'SUCCESS').length
-  if (images.some((image) => image.status === 'PENDING')) return 'PENDING'
-  if (ok === images.length) return 'SUCCESS'
-  return ok === 0 ? 'FAILURE' : 'PARTIAL'
-}
-
-/** Numbers the items (1..n) and the images over the whole request (1..m), in order. */
-export function numberBatch (batch: Batch): ItemResult[] {
-  let imageId = 0
-  return batch.items.map((item, index) => ({
-    itemId: index + 1,
-    name: item.name,
-    ...(item.manufacturer === undefined ? {} : { manufacturer: item.manufacturer }),
-    ...(item.brand === undefined ? {} : { brand: item.brand }),
-    ...(item.category === undefined ? {} : { category: item.category }),
-    processStatus: 'PENDING',
-    images: item.images.map((url) => ({ imageId: ++imageId, url, status: 'PENDING' }))
-  }))
-}
-
-export function imageResult (requestId: number, image: ImageResult, outcome: FetchOutcome): ImageResult {
-  if (outcome.status === 'FAILURE') return { imageId: image.imageId, url: image.url, status: 'FAILURE', error: outcome.error }
-  return {
-    imageId: image.imageId,
-    url: image.url,
-    status: 'SUCCESS',
-    location: `/v1/dumps/${requestId}/images/${image.imageId}`,
-    contentType: outcome.contentType,
-    bytes: outcome.bytes,
-    sha256: outcome.sha256
-  }
-}
-
-/** Gives every image without an outcome the INTERRUPTED failure and recomputes the statuses. */
-export function interrupt (items: ItemResult[]): { items: ItemResult[], interrupted: number[] } {
-  const interrupted: number[] = []
-  const completed = items.map((item) => {
-    const images = item.images.map((image): ImageResult => {
-      if (image.status !== 'PENDING') return image
-      interrupted.push(Number(image.imageId))
-      return {
-        imageId: image.imageId,
-        url: image.url,
-        status: 'FAILURE',
-        error: { type: 'INTERNAL_ERROR' as const, code: 'INTERRUPTED' as const, message: 'the service stopped before this image had an outcome' }
-      }
-    })
-    return { ...item, images, processStatus: statusOf(images) }
-  })
-  return { items: completed, interrupted }
-}
-
-const asArray = <T>(value: T | T[] | undefined): T[] => (value === undefined ? [] : Array.isArray(value) ? value : [value])
-
-/** Reads a stored record back into its items, from either format. */
-export function readRecord (data: Buffer, format: BodyFormat): ItemResult[] {
-  if (format === 'json') return (JSON.parse(data.toString('utf8')) as { items: ItemResult[] }).items
-  const parser = new XMLParser({ parseTagValue: false, processEntities: true, htmlEntities: false, ignoreAttributes: true, ignoreDeclaration: true })
-  // A stored record was written by this service, but parse it as defensively as any XML.
-  const doc = parser.parse(data.toString('utf8')) as { result?: { items?: { item?: unknown } } }
-  return asArray(doc.result?.items?.item as ItemResult | ItemResult[] | undefined).map((item) => ({
-    ...item,
-    itemId: Number(item.itemId),
-    images: asArray((item.images as unknown as { image?: ImageResult | ImageResult[] } | undefined)?.image)
-      .map((image) => ({ ...image, imageId: Number(image.imageId) }))
-  }))
+  /** resumptions of one dump after which its pending images are INTERRUPTED instead (default 5) */
+  maxResumes?: number
+  /** outcomes are recorded once this many wait or the oldest has waited maxDelayMs (default 500 and 250 ms) */
+  recording?: { maxBatch?: number, maxDelayMs?: number }
 }
 
 export function createDumpsService (fastify: FastifyInstance, options: DumpsOptions) {
-  const requests = createRequests(fastify.persistence.db, fastify.persistence.engine)
+  const { db, engine } = fastify.persistence
+  const requests = createRequests(db, engine)
+  const dumpImages = createDumpImages(db, engine)
   const storage = createStorageLayout(options.storageDir)
   const staleAfterMs = options.staleAfterMs ?? 60_000
-  // ids of the rows this instance is processing right now, for the heartbeat
-  const active = new Set<number>()
+  // While running, a row always needs a stale heartbeat: with 0, a dump admitted but not
+  // yet being processed would look abandoned.
+  const sweepAfterMs = staleAfterMs > 0 ? staleAfterMs : 60_000
+  // A run that could not mark itself alive for this long stops its downloads: well before
+  // another instance may take its dump over, so that the two never write the same files.
+  const leaseMs = sweepAfterMs * 0.4
+  const runner = createDumpRunner({ fetcher: fastify.imageFetcher, storage, requests, dumpImages, log: fastify.log, recording: options.recording })
+  const resumer = createResumer({ requests, dumpImages, storage, runner, log: fastify.log, maxResumes: options.maxResumes ?? 5 })
   // dumps that run on after their request was answered; the app's close waits for them
   const background = new Set<Promise<void>>()
-
-  /**
-   * Records the outcome of a dump, or says why it could not: 'unreachable' when the
-   * database kept failing, 'taken' when the row was completed meanwhile by a recovery
-   * (another instance found its heartbeat stale, e.g. while this one could not reach the
-   * database), whose INTERRUPTED record then stands.
-   */
-  async function write (requestId: number, data: Buffer): Promise<'written' | 'unreachable' | 'taken'> {
-    // The outcome is already on disk; a brief database hiccup must not lose its record.
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await requests.complete(requestId, data)
-      } catch (error) {
-        if (attempt >= 4) {
-          fastify.log.error({ err: error, requestId }, 'the outcome of a dump could not be recorded')
-          return 'unreachable'
-        }
-        await sleep(100 * 2 ** attempt)
-      }
-    }
-  }
 
   return {
     /** The folder the files `image` names are relative to. */
     storageRoot: storage.root,
+    sweepAfterMs,
 
     /** The log row written at admission: the batch numbered, every image PENDING. */
     admissionRecord (batch: Batch, format: BodyFormat): QuotaRecord {
@@ -141,61 +61,47 @@ export function createDumpsService (fastify: FastifyInstance, options: DumpsOpti
       return { dataformat: format, data: Buffer.from(serializeDocument(pending, format, 'result')) }
     },
 
-    /** Downloads every image of an admitted dump, records the outcome and returns it. */
+    /**
+     * Downloads every image of an admitted dump, recording outcomes as they happen, and
+     * returns the final record; rejects with a DumpNotRecordedError when this instance
+     * cannot finish it (the dump is then resumed).
+     */
     async process (principal: Principal, requestId: number, batch: Batch, format: BodyFormat): Promise<DumpResult> {
-      active.add(requestId)
-      try {
-        const items = numberBatch(batch)
-        const done = await Promise.all(items.map(async (item) => {
-          const images = await Promise.all(item.images.map(async (image) =>
-            imageResult(requestId, image, await fastify.imageFetcher.fetchImage(image.url, storage.dumpTarget(principal.userid, requestId, image.imageId)))))
-          return { ...item, images, processStatus: statusOf(images) }
-        }))
-        const result: DumpResult = { requestId, status: statusOf(done.flatMap((item) => item.images)), items: done }
-        const written = await write(requestId, Buffer.from(serializeDocument(result, format, 'result')))
-        if (written === 'written') return result
-        // The record will say (or already says) INTERRUPTED: the files must not outlive it,
-        // or an image could be served for a dump whose record denies it.
-        await storage.removeDump(principal.userid, requestId)
-        throw written === 'unreachable'
-          ? new DumpNotRecordedError(`dump ${requestId}: the database could not be reached to record its outcome`, {
-            publicMessage: `the images of dump ${requestId} were downloaded but the database could not be reached to record them; they were discarded and the dump will be marked as interrupted; send it again`
-          })
-          : new DumpNotRecordedError(`dump ${requestId}: completed as interrupted by a recovery while it was processed`, {
-            publicMessage: `dump ${requestId} was marked as interrupted while its images were downloading (its progress could not be recorded in time); its images were discarded; send it again`
-          })
-      } finally {
-        active.delete(requestId)
-      }
-    },
-
-    /** The logged record of one of the user's dumps, as stored. */
-    async find (userid: number, requestId: number): Promise<{ format: BodyFormat, data: Buffer, complete: boolean } | undefined> {
-      return await requests.find(userid, requestId)
-    },
-
-    /** The stored file of one image of one of the user's dumps, relative to storageRoot, and its type. */
-    async image (userid: number, requestId: number, imageId: number): Promise<{ file: string, contentType: string } | undefined> {
-      return await storage.findImage(userid, requestId, imageId)
+      return await runner.execute(runner.open(requestId, 0), principal.userid, format, numberBatch(batch))
     },
 
     /**
-     * Completes rows left incomplete by a crash: images without an outcome become
-     * INTERRUPTED failures, their files (temporary or not) are removed, and the row is
-     * marked complete. Returns how many rows were completed.
+     * The record of one of the user's dumps: once complete, as stored; while it runs, the
+     * admission record with the outcomes recorded so far and its progress.
      */
-    async recoverInterrupted (olderThanMs = staleAfterMs): Promise<number> {
-      const rows = await requests.stale(olderThanMs)
-      let completed = 0
-      for (const row of rows) {
-        if (active.has(row.id)) continue
-        const { items, interrupted } = interrupt(row.data === null ? [] : readRecord(Buffer.from(row.data), row.dataformat))
-        if (!await storage.removeInterrupted(row.userid, row.id, interrupted)) continue
-        const result = { requestId: row.id, status: statusOf(items.flatMap((item) => item.images)), items }
-        // only rows still incomplete: another instance may have finished or recovered it meanwhile
-        if (await requests.completeIfIncomplete(row.id, Buffer.from(serializeDocument(result, row.dataformat, 'result')))) completed++
+    async find (userid: number, requestId: number): Promise<{ format: BodyFormat, data: Buffer, complete: boolean } | undefined> {
+      const stored = await requests.find(userid, requestId)
+      if (stored === undefined || stored.complete) return stored
+      let admitted
+      try {
+        admitted = readRecord(stored.data, stored.format)
+      } catch {
+        return stored // not one this service wrote: shown as it is, until a resumption completes it
       }
-      return completed
+      const items = withOutcomes(admitted, await dumpImages.outcomes(requestId))
+      return { format: stored.format, data: Buffer.from(serializeDocument(runningRecord(requestId, items), stored.format, 'result')), complete: false }
+    },
+
+    /**
+     * The stored file of one image of one of the user's dumps, relative to storageRoot, and
+     * its type; only once its success is recorded, so no file is served that its record
+     * does not claim (dumps completed before outcomes were recorded per image: any file).
+     */
+    async image (userid: number, requestId: number, imageId: number): Promise<{ file: string, contentType: string } | undefined> {
+      const status = await dumpImages.statusOf(requestId, imageId)
+      if (status === 'FAILURE') return undefined
+      if (status === undefined && await requests.isComplete(userid, requestId) !== true) return undefined
+      return await storage.findImage(userid, requestId, imageId)
+    },
+
+    /** Takes over and resumes dumps left incomplete by a stopped instance; how many it took. */
+    async resumeUnfinished (olderThanMs = staleAfterMs): Promise<number> {
+      return await resumer.resumeUnfinished(olderThanMs)
     },
 
     /**
@@ -221,9 +127,28 @@ export function createDumpsService (fastify: FastifyInstance, options: DumpsOpti
       while (background.size > 0) await Promise.all([...background])
     },
 
-    /** Marks this instance's dumps in progress as alive. */
+    /** Resolves once every dump this instance is processing or resuming now has ended. */
+    async settled (): Promise<void> {
+      await Promise.all([runner.settled(), resumer.settled()])
+    },
+
+    /** Stops every run that could not be marked alive for longer than its lease. */
+    expireLeases (): void {
+      const now = performance.now()
+      for (const run of runner.runs.values()) {
+        if (now - run.leaseFrom > leaseMs) run.stop('unreachable')
+      }
+    },
+
+    /** Marks this instance's runs as alive; a run whose row was taken over stops. */
     async heartbeat (): Promise<void> {
-      await requests.heartbeat([...active])
+      const sentAt = performance.now()
+      const live = [...runner.runs.values()].filter((run) => run.stopped === undefined)
+      const lost = await requests.heartbeat(live.map((run) => ({ id: run.requestId, run: run.number })))
+      for (const run of live) {
+        if (lost.has(run.requestId)) run.stop('taken')
+        else run.leaseFrom = Math.max(run.leaseFrom, sentAt)
+      }
     }
   }
 }
@@ -239,31 +164,37 @@ declare module 'fastify' {
 async function dumps (fastify: FastifyInstance, options: DumpsOptions): Promise<void> {
   const service = createDumpsService(fastify, options)
   fastify.decorate('dumps', service)
+  const logFailure = (what: string) => (error: unknown) => { fastify.log.error({ err: error }, what) }
+  const resume = (olderThanMs?: number) => service.resumeUnfinished(olderThanMs).then((resumed) => {
+    if (resumed > 0) fastify.log.warn({ resumed }, 'resuming dumps left unfinished by a stopped instance')
+  }, logFailure('looking for unfinished dumps failed'))
 
-  const recovered = await service.recoverInterrupted()
-  if (recovered > 0) fastify.log.warn({ recovered }, 'completed dumps interrupted by a previous stop')
-
-  const staleAfterMs = options.staleAfterMs ?? 60_000
-  // While running, a row always needs a stale heartbeat: with 0, a dump admitted but not
-  // yet being processed would look abandoned.
-  const sweepAfterMs = staleAfterMs > 0 ? staleAfterMs : 60_000
+  await resume()
+  const { sweepAfterMs } = service
   // several heartbeats per threshold, so one slow database round trip does not make a live dump look abandoned
   const heartbeatMs = options.heartbeatMs ?? Math.min(15_000, Math.max(1, Math.floor(sweepAfterMs / 4)))
-  const logFailure = (what: string) => (error: unknown) => { fastify.log.error({ err: error }, what) }
-  const heartbeat = setInterval(() => { service.heartbeat().catch(logFailure('dump heartbeat failed')) }, heartbeatMs)
-  const sweep = setInterval(() => {
-    service.recoverInterrupted(sweepAfterMs).then((count) => {
-      if (count > 0) fastify.log.warn({ recovered: count }, 'completed dumps interrupted by a stop or a database outage')
-    }, logFailure('recovery sweep failed'))
-  }, Math.min(60_000, sweepAfterMs))
+  let beating: Promise<void> | undefined
+  const heartbeat = setInterval(() => {
+    service.expireLeases()
+    // one at a time: a heartbeat stuck on the database must not pile up others behind it
+    beating ??= service.heartbeat().catch(logFailure('dump heartbeat failed')).finally(() => { beating = undefined })
+  }, heartbeatMs)
+  const sweep = setInterval(() => { void resume(sweepAfterMs) }, Math.min(60_000, sweepAfterMs))
   heartbeat.unref()
   sweep.unref()
   // registered after the image fetcher, so this runs before it closes (onClose runs last-in first)
   fastify.addHook('onClose', async () => {
+    // Dumps answered 202 run on like requests in flight: the close waits for them (bounded
+    // by SHUTDOWN_GRACE_MS in server.ts), their heartbeat still beating.
     if (service.inBackground() > 0) fastify.log.info({ dumps: service.inBackground() }, 'closing: waiting for the dumps running in the background')
     await service.backgroundSettled()
     clearInterval(heartbeat)
     clearInterval(sweep)
+    // The fetcher would be closed after this hook; closing it now ends the downloads at
+    // once, so that the runs record the outcomes they have while the database (closed
+    // after this hook too) is still there. Their dumps are resumed later.
+    await fastify.imageFetcher.close()
+    await service.settled()
   })
 }
 

@@ -15,7 +15,8 @@
  *
  * close() aborts queued and in-flight downloads (they end as INTERRUPTED, their temporary
  * files removed), then destroys the Agent. In a Fastify app it runs from onClose, after
- * the server has let in-flight requests finish.
+ * the server has let in-flight requests finish. A FetchGroup does the same for the
+ * downloads started with it (one dump's), and only those.
  */
 import fp from 'fastify-plugin'
 import { Agent } from 'undici'
@@ -64,6 +65,30 @@ export type FetchOutcome =
 
 /** Where an image goes: `dir` relative to storageDir (e.g. "1/42"), file `name` without extension (e.g. "7"). */
 export type FetchTarget = StorageTarget
+
+/**
+ * Downloads that can be stopped together: `abort()` ends those in flight and those still
+ * queued with the group as INTERRUPTED (temporary files removed), and any started with it
+ * later. A set of controllers rather than one shared AbortSignal: a listener per image on
+ * one signal makes every add and remove walk a list as long as the batch.
+ */
+export class FetchGroup {
+  #aborted = false
+  readonly #inFlight = new Set<AbortController>()
+
+  get aborted (): boolean { return this.#aborted }
+
+  abort (): void {
+    this.#aborted = true
+    for (const controller of this.#inFlight) controller.abort(new Interrupted())
+  }
+
+  /** @internal the fetcher's: a download of this group started or ended */
+  track (controller: AbortController, inFlight: boolean): void {
+    if (inFlight) this.#inFlight.add(controller)
+    else this.#inFlight.delete(controller)
+  }
+}
 
 const DEFAULT_MAX_REDIRECTS = 5
 const DEFAULT_RETRIES = 2
@@ -135,9 +160,12 @@ export function createImageFetcher (options: ImageFetcherOptions) {
     }
   }
 
-  async function run (rawUrl: string, target: FetchTarget): Promise<FetchOutcome> {
+  const stopped = (group: FetchGroup | undefined): boolean => closing || (group?.aborted ?? false)
+
+  async function run (rawUrl: string, target: FetchTarget, group: FetchGroup | undefined): Promise<FetchOutcome> {
     try {
       if (closing) throw failure('INTERRUPTED', 'the image fetcher is closed')
+      if (group?.aborted === true) throw failure('INTERRUPTED', 'the download was stopped before it started')
       const resolved = resolveTarget(target)
       const url = parseImageUrl(rawUrl)
       checkAddress(url, blocked)
@@ -147,13 +175,17 @@ export function createImageFetcher (options: ImageFetcherOptions) {
         throw failure('INTERRUPTED', 'the service stopped before the download started')
       }
       const controller = new AbortController()
-      // close() may have run between the semaphore granting the slot and now
-      if (closing) controller.abort(new Interrupted())
-      else inFlight.add(controller)
+      // close() or the group's abort() may have run while this waited for a slot
+      if (stopped(group)) controller.abort(new Interrupted())
+      else {
+        inFlight.add(controller)
+        group?.track(controller, true)
+      }
       try {
         return { status: 'SUCCESS', ...await download(url, resolved, controller) }
       } finally {
         inFlight.delete(controller)
+        group?.track(controller, false)
         semaphore.release()
       }
     } catch (err) {
@@ -166,10 +198,11 @@ export function createImageFetcher (options: ImageFetcherOptions) {
   return {
     /**
      * Downloads `url` to `<storageDir>/<target.dir>/<target.name>.<ext>`. Never rejects:
-     * every failure is a FAILURE outcome with the SPEC's error shape.
+     * every failure is a FAILURE outcome with the SPEC's error shape. With a `group`, the
+     * group's abort() stops it too.
      */
-    fetchImage (url: string, target: FetchTarget): Promise<FetchOutcome> {
-      const outcome = run(url, target)
+    fetchImage (url: string, target: FetchTarget, group?: FetchGroup): Promise<FetchOutcome> {
+      const outcome = run(url, target, group)
       pending.add(outcome)
       void outcome.finally(() => pending.delete(outcome))
       return outcome

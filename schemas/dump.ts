@@ -43,9 +43,23 @@ export const ItemResultSchema = Type.Object({
 })
 export type ItemResult = Static<typeof ItemResultSchema>
 
+/** How far a running dump has got: `done` images have an outcome, `succeeded` + `failed` of them. */
+export const ProgressSchema = Type.Object({
+  total: Type.Integer(),
+  done: Type.Integer(),
+  succeeded: Type.Integer(),
+  failed: Type.Integer()
+})
+export type Progress = Static<typeof ProgressSchema>
+
+/**
+ * A dump's record. `progress` is there while the dump runs (status PENDING) and only then:
+ * a complete record is the v1 answer, unchanged, whose counts follow from its images.
+ */
 export const DumpResultSchema = Type.Object({
   requestId: Type.Integer(),
   status: ProcessStatus,
+  progress: Type.Optional(ProgressSchema),
   items: Type.Array(ItemResultSchema)
 })
 export type DumpResult = Static<typeof DumpResultSchema>

@@ -1,5 +1,4 @@
 import t from 'tap'
-import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { buildTestApp, login, sampleUsers } from '../helpers/app.js'
 import { filesUnder, postDump } from '../helpers/dumps.js'
@@ -7,8 +6,9 @@ import { startOrigin } from '../helpers/origin.js'
 import { startPrivateMariaDb } from '../helpers/mariadb.js'
 
 // Fault: the database dies in the middle of a run, while a dump is downloading and new
-// dumps keep arriving, then comes back. The shared MariaDB on 3306 is left alone: this
-// test kills and restarts a server of its own.
+// dumps keep arriving, then comes back. The dump cut off by the outage stops (it cannot
+// record its progress), and is resumed once the database is back, by the same process.
+// The shared MariaDB on 3306 is left alone: this test kills and restarts a server of its own.
 
 const server = await startPrivateMariaDb()
 const unavailable = 'unavailable' in server ? server.unavailable : undefined
@@ -27,7 +27,7 @@ async function eventually (what: string, check: () => Promise<boolean>, timeoutM
   }
 }
 
-t.test('MariaDB killed mid-run: clear 503s, nothing half-written, the pool recovers without a restart', { skip: unavailable ?? false }, async (t) => {
+t.test('MariaDB killed mid-run: clear 503s, nothing half-written, the pool recovers and the cut-off dump is resumed without a restart', { skip: unavailable ?? false }, async (t) => {
   if ('unavailable' in server) return
   t.teardown(() => server.close())
   const origin = await startOrigin()
@@ -35,7 +35,8 @@ t.test('MariaDB killed mid-run: clear 503s, nothing half-written, the pool recov
   const url = await server.createDatabase('image_dump')
   const { app, storageDir } = await buildTestApp(t, 'mysql', {
     DOWNLOAD_TIMEOUT_MS: '20000',
-    // the dump cut off by the outage is recovered a second after the database is back
+    // the dump cut off by the outage stops within a second (its lease) and is resumed a
+    // second after the database is back
     RECOVERY_STALE_MS: '1000'
   }, { engine: 'mysql', url, drop: async () => {} })
   const token = await login(app, sampleUsers.gold.username, sampleUsers.gold.password)
@@ -75,7 +76,7 @@ t.test('MariaDB killed mid-run: clear 503s, nothing half-written, the pool recov
     for (const response of await Promise.all(racing)) {
       if (response.statusCode === 200) continue // done before the database died
       t.equal(response.statusCode, 503, 'a dump racing the outage is answered 200 or 503, nothing else')
-      t.match(response.json().message, /^(credentials cannot be checked right now|the quota cannot be checked right now|the images of dump \d+ were downloaded but the database could not be reached)/)
+      t.match(response.json().message, /^(credentials cannot be checked right now|the quota cannot be checked right now|the database could not be reached to record the progress of dump \d+)/)
     }
 
     const down = await app.inject({ method: 'GET', url: '/health' })
@@ -87,13 +88,12 @@ t.test('MariaDB killed mid-run: clear 503s, nothing half-written, the pool recov
     t.match(login.json().message, /^credentials cannot be checked right now/)
   })
 
-  t.test('the dump in flight finishes its downloads, cannot be recorded, and says so', async (t) => {
+  t.test('the dump in flight stops, since it cannot record its progress, and says so', async (t) => {
     origin.release('outage')
     const response = await inFlight
     t.equal(response.statusCode, 503)
-    t.match(response.json().message, /^the images of dump \d+ were downloaded but the database could not be reached to record them; they were discarded/)
+    t.match(response.json().message, /^the database could not be reached to record the progress of dump (\d+); the outcomes recorded so far are kept, and the rest of its images will be downloaded again when it is resumed; follow it at GET \/v1\/dumps\/\1$/)
     requestId = Number(/dump (\d+)/.exec(response.json().message)![1])
-    t.same(await filesUnder(join(storageDir, String(userid), String(requestId))), [], 'its files were removed: no answer, no images')
     t.same((await filesUnder(storageDir)).filter((f) => f.endsWith('.part')), [], 'no temporary file anywhere')
   })
 
@@ -104,21 +104,23 @@ t.test('MariaDB killed mid-run: clear 503s, nothing half-written, the pool recov
     t.equal(after.statusCode, 200, 'dumps work again')
     t.equal(after.json().status, 'SUCCESS')
 
-    // The cut-off dump's row was written at admission; the sweep completes it once its
-    // heartbeat is older than RECOVERY_STALE_MS.
-    await eventually('the sweep to complete the cut-off dump', async () => {
+    // The cut-off dump's row was written at admission, with the outcomes recorded before the
+    // outage; the sweep resumes it once its heartbeat is older than RECOVERY_STALE_MS.
+    await eventually('the sweep to resume and complete the cut-off dump', async () => {
       const record = await app.inject({ method: 'GET', url: `/v1/dumps/${requestId}`, headers: { authorization: `Bearer ${token}` } })
       return record.headers['x-dump-complete'] === 'true'
     })
     const record = (await app.inject({ method: 'GET', url: `/v1/dumps/${requestId}`, headers: { authorization: `Bearer ${token}` } })).json()
-    t.equal(record.status, 'FAILURE')
+    t.equal(record.status, 'SUCCESS', 'the cut-off dump completed normally')
     const images = record.items.flatMap((item: { images: unknown[] }) => item.images)
-    t.equal(images.length, 4)
-    t.ok(images.every((image: { status: string, error?: { code?: string } }) => image.status === 'FAILURE' && image.error?.code === 'INTERRUPTED'),
-      'every image of the cut-off dump is INTERRUPTED')
+    t.same(images.map((image: { imageId: number, status: string }) => [image.imageId, image.status]), [[1, 'SUCCESS'], [2, 'SUCCESS'], [3, 'SUCCESS'], [4, 'SUCCESS']],
+      'every image of the cut-off dump has its outcome')
+    const row = await app.persistence.db.selectFrom('requests').select('resumes').where('id', '=', requestId).executeTakeFirstOrThrow()
+    t.equal(row.resumes, 1, 'resumed once')
 
-    // Whatever the race left, once the sweep has run: every row complete, every file on
-    // disk backed by a SUCCESS in its record, and no row for the dumps refused outright.
+    // Whatever the race left, once the sweep has run: every row complete (the racing dumps
+    // that were cut off resumed too), every file on disk backed by a SUCCESS in its record,
+    // and no row for the dumps refused outright.
     await eventually('every row to be complete', async () =>
       (await app.persistence.db.selectFrom('requests').select('id').where('status', '=', 0).execute()).length === 0)
     const rows = await app.persistence.db.selectFrom('requests').select(['id', 'data']).execute()

@@ -4,6 +4,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Agent, request } from 'undici'
+import { createHash } from 'node:crypto'
+import { readFile } from 'node:fs/promises'
 import { connect } from '../../db/connect.js'
 import { sha256Hex } from '../../lib/password.js'
 import { createTestDatabase, enginesUnderTest } from '../helpers/db.js'
@@ -13,8 +15,10 @@ import { startServerProcess, type ServerProcess } from '../helpers/server-proces
 import { sampleUsers } from '../helpers/users.js'
 
 // Fault: the process is killed (SIGKILL: no shutdown hook runs) in the middle of a batch,
-// with some images stored, some half-written to their temporary files and some not yet
-// answered by the origin. The next start must complete the row and leave no file behind.
+// with some images stored and recorded, some half-written to their temporary files and
+// some not yet answered by the origin. The next start resumes the dump: it keeps what was
+// recorded, removes the temporary files, downloads the rest, and completes it; the
+// origin's counts prove that nothing recorded was fetched twice.
 
 const origin = await startOrigin()
 const agent = new Agent({ connections: 16 })
@@ -60,19 +64,20 @@ for (const engine of enginesUnderTest(t)) {
       STORAGE_DIR: storageDir,
       ALLOW_PRIVATE_NETWORKS: 'true',
       DOWNLOAD_TIMEOUT_MS: '60000',
-      // MySQL waits for a stale heartbeat before it recovers a row (60 s by default); SQLite recovers at start
+      // MySQL waits for a stale heartbeat before it resumes a row (60 s by default); SQLite resumes at start
       RECOVERY_STALE_MS: '1000'
     }
     const first = await startServerProcess(env)
     servers.push(first)
     const token = await tokenFor(first)
     const key = `killed-${engine}`
-    const fast = Array.from({ length: 6 }, (_, i) => origin.url(`/png/${i + 1}`))
-    const stalled = Array.from({ length: 3 }, (_, i) => origin.url(`/stall?bytes=100&n=${i + 1}`))
-    const held = Array.from({ length: 2 }, (_, i) => origin.url(`/held/${key}/png/${i + 1}`))
+    const fast = Array.from({ length: 6 }, (_, i) => `/png/${i + 1}`)
+    // stalled mid-body the first time (a temporary file is left), whole when asked again
+    const stalled = Array.from({ length: 3 }, (_, i) => `/stall-once/${key}-${i + 1}?bytes=100&n=${i + 7}`)
+    const held = Array.from({ length: 2 }, (_, i) => `/held/${key}/png/${i + 10}`)
     origin.resetCounters()
     const dump = call(first, 'POST', '/v1/dumps', { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-      JSON.stringify({ items: [{ name: 'stored', images: fast }, { name: 'half-written', images: stalled }, { name: 'not answered', images: held }] }))
+      JSON.stringify({ items: [{ name: 'stored', images: fast.map(origin.url) }, { name: 'half-written', images: stalled.map(origin.url) }, { name: 'not answered', images: held.map(origin.url) }] }))
     dump.catch(() => {}) // its connection dies with the process
 
     await origin.waitForRequests(11)
@@ -80,33 +85,47 @@ for (const engine of enginesUnderTest(t)) {
       files.filter((f) => f.endsWith('.png')).length === 6 && files.filter((f) => f.endsWith('.part')).length === 3)
     const folder = before[0]!.split('/').slice(0, 2).join('/')
     const requestId = Number(folder.split('/')[1])
+    const { db } = connect(database.url)
+    t.teardown(() => db.destroy())
+    const recorded = async () => await db.selectFrom('dump_images').select(['image_id', 'status']).where('request_id', '=', requestId).orderBy('image_id').execute()
+    // the six outcomes are recorded within the recording delay (250 ms)
+    for (const deadline = Date.now() + 20_000; (await recorded()).length < 6;) {
+      if (Date.now() > deadline) throw new Error(`the six outcomes were not recorded: ${JSON.stringify(await recorded())}`)
+      await sleep(20)
+    }
+    t.same((await recorded()).map((r) => [r.image_id, r.status]), [1, 2, 3, 4, 5, 6].map((n) => [n, 'SUCCESS']), 'six outcomes recorded before the kill')
     t.comment(`killed with ${before.length} files in ${folder}: ${before.map((f) => f.split('/')[2]).join(' ')}`)
 
     first.child.kill('SIGKILL')
     t.equal(await first.exited, 'SIGKILL', 'the first process died without any shutdown')
     await t.rejects(dump, 'the client of the dump in flight sees its connection end')
+    // the held images answer at once from now on (the killed process's requests died with it)
+    origin.release(key)
 
     const second = await startServerProcess(env)
     servers.push(second)
-    await second.waitForLog(/completed dumps interrupted/)
+    await second.waitForLog(/resumed dump completed/)
 
-    const { db } = connect(database.url)
-    const row = await db.selectFrom('requests').select(['status']).where('id', '=', requestId).executeTakeFirstOrThrow()
-    await db.destroy()
-    t.equal(Number(row.status), 1, 'the row is complete')
+    const row = await db.selectFrom('requests').select(['status', 'resumes']).where('id', '=', requestId).executeTakeFirstOrThrow()
+    t.same([Number(row.status), row.resumes], [1, 1], 'the row is complete, after one resumption')
 
     const token2 = await tokenFor(second)
     const record = await call(second, 'GET', `/v1/dumps/${requestId}`, { authorization: `Bearer ${token2}` })
     t.equal(record.status, 200)
     t.equal(record.headers['x-dump-complete'], 'true')
     const result = JSON.parse(record.body)
-    t.equal(result.status, 'FAILURE')
-    const images = result.items.flatMap((item: { images: unknown[] }) => item.images)
-    t.equal(images.length, 11)
+    t.equal(result.status, 'SUCCESS', 'the dump completed normally')
+    const images = result.items.flatMap((item: { images: unknown[] }) => item.images) as Array<{ imageId: number, status: string, sha256: string }>
+    t.same(images.map((image) => [image.imageId, image.status]), Array.from({ length: 11 }, (_, i) => [i + 1, 'SUCCESS']), 'every image succeeded')
+
+    for (const path of fast) t.equal(origin.paths.filter((p) => p === path).length, 1, `${path}: recorded before the kill, fetched once`)
+    for (const path of [...stalled, ...held]) t.equal(origin.paths.filter((p) => p === path).length, 2, `${path}: pending at the kill, fetched again`)
+
+    t.same(await filesUnder(join(storageDir, folder)), images.map((image) => `${image.imageId}.png`).sort(), 'the request folder holds the eleven images and nothing else')
     for (const image of images) {
-      t.match(image, { status: 'FAILURE', error: { type: 'INTERNAL_ERROR', code: 'INTERRUPTED' } }, `image ${image.imageId} is INTERRUPTED`)
+      const bytes = await readFile(join(storageDir, folder, `${image.imageId}.png`))
+      t.equal(createHash('sha256').update(bytes).digest('hex'), image.sha256, `image ${image.imageId}'s file is the one its record describes`)
     }
-    t.same(await filesUnder(join(storageDir, folder)), [], 'no temporary and no orphan file is left in the request folder')
     t.same((await filesUnder(storageDir)).filter((f) => f.endsWith('.part')), [], 'no temporary file anywhere')
 
     t.equal((await call(second, 'GET', '/health')).status, 200, 'the restarted service is healthy')

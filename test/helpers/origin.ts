@@ -38,6 +38,7 @@
  * | `/no-headers` | reads the request and never answers |
  * | `/truncated` | Content-Length larger than the PNG it sends, then closes the connection |
  * | `/stall?bytes=B` | headers (Content-Length of a 4 KiB PNG) and its first B bytes (default 64), then nothing, connection open |
+ * | `/stall-once/<key>?bytes=B` | the first request for `key` stalls like `/stall`, later ones get the whole 4 KiB PNG |
  * | `/held/<key>/png/<n>` | nothing until `release(key)` is called, then the PNG; once released, answers at once |
  * | anything else | 404 |
  *
@@ -283,8 +284,14 @@ export async function startOrigin (options: OriginOptions = {}): Promise<Origin>
       case 'gzip-bomb':
         gzipBomb ??= gzipSync(Buffer.alloc(10 * 1024 * 1024))
         return send(res, 200, 'image/png', gzipBomb, { 'content-encoding': 'gzip' })
-      case 'stall': {
+      case 'stall':
+      case 'stall-once': {
         const body = makePng(n, { bytes: 4096 })
+        if (route === 'stall-once') {
+          const key = `${route}/${a ?? ''}`
+          if (seenKeys.has(key)) return send(res, 200, 'image/png', body)
+          seenKeys.add(key)
+        }
         res.writeHead(200, { 'content-type': 'image/png', 'content-length': String(body.length) })
         // the socket stays open: only the client's deadline (or close()) ends it
         res.write(body.subarray(0, Math.min(integer(q.get('bytes'), 64), body.length - 1)))

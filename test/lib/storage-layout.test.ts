@@ -118,15 +118,17 @@ t.test('removeDump removes every file of one dump and nothing else', async (t) =
   t.pass('a dump without a folder has nothing to remove')
 })
 
-t.test('removeInterrupted removes temporary files and the files of the given images only', async (t) => {
+t.test('keepOnly removes temporary files and the files of every image not kept', async (t) => {
   const root = await storageRoot(t)
   const layout = createStorageLayout(root)
   await put(root, '3/42/1.png', '3/42/2.jpg', '3/42/3.part', '3/42/4.png', '3/42/12.png', '3/43/2.jpg', '3/43/5.part')
-  t.equal(await layout.removeInterrupted(3, 42, [2, 1]), true)
-  t.same(await filesUnder(root), ['3/42/12.png', '3/42/4.png', '3/43/2.jpg', '3/43/5.part'],
-    'images 1 and 2 and every .part of the dump are gone; 12 is not 1, and other dumps are untouched')
-  t.equal(await layout.removeInterrupted(3, 99, [1]), true, 'a dump without a folder has nothing to remove')
-  t.equal(await layout.removeInterrupted(-3, 43, [2]), false, 'ids that name no folder: refused')
-  t.equal(await layout.removeInterrupted(3, 43.5, [2]), false)
-  t.same(await filesUnder(root), ['3/42/12.png', '3/42/4.png', '3/43/2.jpg', '3/43/5.part'], 'and nothing touched')
+  t.equal(await layout.keepOnly(3, 42, [2, 1]), true)
+  t.same(await filesUnder(root), ['3/42/1.png', '3/42/2.jpg', '3/43/2.jpg', '3/43/5.part'],
+    'images 1 and 2 stay; 4, 12 and every .part of the dump are gone (1 is not 12), and other dumps are untouched')
+  t.equal(await layout.keepOnly(3, 42, []), true)
+  t.same(await filesUnder(root), ['3/43/2.jpg', '3/43/5.part'], 'keeping nothing empties the folder')
+  t.equal(await layout.keepOnly(3, 99, [1]), true, 'a dump without a folder has nothing to remove')
+  t.equal(await layout.keepOnly(-3, 43, []), false, 'ids that name no folder: refused')
+  t.equal(await layout.keepOnly(3, 43.5, []), false)
+  t.same(await filesUnder(root), ['3/43/2.jpg', '3/43/5.part'], 'and nothing touched')
 })

@@ -1,6 +1,6 @@
 import t from 'tap'
 import Fastify from 'fastify'
-import { sql } from 'kysely'
+import { sql, type Kysely } from 'kysely'
 import persistence from '../../plugins/persistence.js'
 import { connect } from '../../db/connect.js'
 import { migrateToLatest, migrateUpTo } from '../../db/migrate.js'
@@ -13,16 +13,17 @@ for (const engine of enginesUnderTest(t)) {
     const { db } = connect(database.url)
     t.teardown(() => db.destroy())
 
-    t.same(await migrateToLatest(db), ['001_initial', '002_exact_usernames_and_login_attempts', '003_idempotency_keys'], 'the first run applies every migration')
+    t.same(await migrateToLatest(db), ['001_initial', '002_exact_usernames_and_login_attempts', '003_idempotency_keys', '004_image_outcomes'], 'the first run applies every migration')
     t.same(await migrateToLatest(db), [], 'a second run has nothing to do')
 
     const tables = (await db.introspection.getTables()).map((table) => table.name).sort()
-    t.same(tables, ['authentication', 'login_attempts', 'requests', 'tokens', 'users'])
+    t.same(tables, ['authentication', 'dump_images', 'login_attempts', 'requests', 'tokens', 'users'])
     const columns = Object.fromEntries((await db.introspection.getTables()).map((table) => [table.name, table.columns.map((c) => c.name).sort()]))
     t.same(columns.users, ['plan', 'userid', 'username'])
     t.same(columns.authentication, ['passwordhash', 'userid'])
     t.same(columns.tokens, ['last_updated', 'user_secret', 'userid'])
-    t.same(columns.requests, ['batch_sha256', 'created_at', 'data', 'dataformat', 'heartbeat_at', 'id', 'idempotency_key', 'status', 'userid'])
+    t.same(columns.requests, ['batch_sha256', 'created_at', 'data', 'dataformat', 'heartbeat_at', 'id', 'idempotency_key', 'resumes', 'status', 'userid'])
+    t.same(columns.dump_images, ['image_id', 'request_id', 'result', 'status'])
     t.same(columns.login_attempts, ['attempts', 'throttle_key', 'window_start'])
 
     const user = await db.insertInto('users').values({ username: 'u', plan: 'gold' }).executeTakeFirstOrThrow()
@@ -38,6 +39,26 @@ for (const engine of enginesUnderTest(t)) {
     t.equal(row.data?.length, big.length, 'the data column holds a large batch')
     t.notOk(row.status, 'a new request row is incomplete')
     t.ok(row.created_at, 'created_at is set by the database')
+
+    const outcome = { request_id: Number(first.insertId), image_id: 1, status: 'SUCCESS' as const, result: Buffer.from('{}') }
+    await db.insertInto('dump_images').values(outcome).execute()
+    await t.rejects(db.insertInto('dump_images').values(outcome).execute(), 'one outcome per image of a dump')
+    await db.insertInto('dump_images').values({ ...outcome, request_id: Number(second.insertId) }).execute()
+    await db.deleteFrom('requests').where('id', '=', Number(first.insertId)).execute()
+    t.same((await db.selectFrom('dump_images').select('request_id').execute()).map((r) => r.request_id), [Number(second.insertId)], "a dump's outcomes go with its row")
+  })
+
+  t.test(`${engine}: a dump left incomplete before outcomes were recorded per image is resumed from its start`, async (t) => {
+    const database = await createTestDatabase(engine)
+    t.teardown(database.drop)
+    const { db } = connect(database.url)
+    t.teardown(() => db.destroy())
+    await migrateUpTo(db, '002_exact_usernames_and_login_attempts')
+    const user = await db.insertInto('users').values({ username: 'u', plan: 'gold' }).executeTakeFirstOrThrow()
+    await (db as Kysely<any>).insertInto('requests').values({ userid: Number(user.insertId), dataformat: 'json', data: Buffer.from('{}') }).execute() // eslint-disable-line @typescript-eslint/no-explicit-any -- the schema before the migration
+    await migrateToLatest(db)
+    const row = await db.selectFrom('requests').select(['resumes', 'status']).executeTakeFirstOrThrow()
+    t.same([row.resumes, Number(row.status)], [0, 0], 'it counts as its first run, not yet resumed')
   })
 
   if (engine === 'mysql') {
@@ -47,7 +68,7 @@ for (const engine of enginesUnderTest(t)) {
       const connections = [connect(database.url), connect(database.url), connect(database.url)]
       t.teardown(() => Promise.all(connections.map(({ db }) => db.destroy())))
       const applied = await Promise.all(connections.map(({ db }) => migrateToLatest(db)))
-      t.same(applied.flat(), ['001_initial', '002_exact_usernames_and_login_attempts', '003_idempotency_keys'], 'exactly one instance applied the migrations')
+      t.same(applied.flat(), ['001_initial', '002_exact_usernames_and_login_attempts', '003_idempotency_keys', '004_image_outcomes'], 'exactly one instance applied the migrations')
     })
   }
 

@@ -1,6 +1,6 @@
 import t from 'tap'
 import { createHash } from 'node:crypto'
-import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { tmpdir } from 'node:os'
 import { buildTestApp, login, sampleUsers } from '../helpers/app.js'
@@ -8,6 +8,7 @@ import { enginesUnderTest } from '../helpers/db.js'
 import { startOrigin } from '../helpers/origin.js'
 import { makeJpeg, makePng } from '../helpers/images.js'
 import { countRows, filesUnder, postDump, type TestItem } from '../helpers/dumps.js'
+import { createDumpImages } from '../../db/dump-images.js'
 
 const origin = await startOrigin()
 t.teardown(() => origin.close())
@@ -335,27 +336,89 @@ for (const engine of enginesUnderTest(t)) {
   })
 }
 
-t.test('crash recovery: an incomplete row is completed as interrupted at start', async (t) => {
+t.test('crash recovery: an incomplete row is resumed at start, keeping the outcomes it recorded', async (t) => {
   const storageDir = await mkdtemp(join(tmpdir(), 'image-dump-recovery-'))
   t.teardown(() => rm(storageDir, { recursive: true, force: true }))
   const { app, database } = await buildTestApp(t, 'sqlite', { STORAGE_DIR: storageDir })
   const user = (await app.imageDumpUsers.findByUsername(sampleUsers.bronze.username))!
-  // what a process killed mid-dump leaves: the admitted row with every image pending,
-  // one finished file and one temporary file
-  const record = app.dumps.admissionRecord({ items: [{ name: 'A', images: ['http://x/1.png', 'http://x/2.png'] }, { name: 'B', images: ['http://x/3.png'] }] }, 'xml')
+  // what a process killed mid-dump leaves: the admitted row, image 1 recorded with its
+  // file, a temporary file of image 2, and image 3 finished after the last recorded batch
+  const urls = [origin.url('/png/1'), origin.url('/png/2'), origin.url('/png/3')]
+  const record = app.dumps.admissionRecord({ items: [{ name: 'A', images: urls.slice(0, 2) }, { name: 'B', images: urls.slice(2) }] }, 'xml')
   const row = await app.persistence.db.insertInto('requests').values({ userid: user.userid, ...record, status: 0 }).executeTakeFirstOrThrow()
   const id = Number(row.insertId)
+  const one = makePng(1)
+  await createDumpImages(app.persistence.db, app.persistence.engine).record(id, 0, [
+    { imageId: 1, url: urls[0]!, status: 'SUCCESS', location: `/v1/dumps/${id}/images/1`, contentType: 'image/png', bytes: one.length, sha256: sha256(one) }
+  ])
   const folder = join(storageDir, String(user.userid), String(id))
   await mkdir(folder, { recursive: true })
-  await writeFile(join(folder, '1.png'), makePng(1))
+  await writeFile(join(folder, '1.png'), one)
   await writeFile(join(folder, '2.part'), 'half an image')
+  await writeFile(join(folder, '3.png'), makePng(99))
   await app.close()
 
+  origin.resetCounters()
   const { app: restarted } = await buildTestApp(t, 'sqlite', { STORAGE_DIR: storageDir }, database)
-  const recovered = await restarted.persistence.db.selectFrom('requests').selectAll().where('id', '=', id).executeTakeFirstOrThrow()
-  t.equal(Number(recovered.status), 1, 'the row is complete')
-  const xml = Buffer.from(recovered.data!).toString('utf8')
-  t.match(xml, /<requestId>\d+<\/requestId><status>FAILURE<\/status>/)
-  t.equal(xml.match(/<code>INTERRUPTED<\/code>/g)?.length, 3, 'every image without an outcome is INTERRUPTED')
-  t.same(await readdir(folder), [], 'its files, temporary or not, are removed')
+  await restarted.dumps.settled()
+  const resumed = await restarted.persistence.db.selectFrom('requests').selectAll().where('id', '=', id).executeTakeFirstOrThrow()
+  t.equal(Number(resumed.status), 1, 'the row is complete')
+  t.equal(resumed.resumes, 1, 'after one resumption')
+  const xml = Buffer.from(resumed.data!).toString('utf8')
+  t.match(xml, new RegExp(`^<\\?xml[^>]*\\?><result><requestId>${id}</requestId><status>SUCCESS</status><items>`), 'the final record, in the format of the request')
+  t.notMatch(xml, /<progress>/, 'without progress: a complete record is the v1 answer')
+  for (const n of [1, 2, 3]) t.match(xml, `<sha256>${sha256(makePng(n))}</sha256>`, `image ${n} succeeded with its own bytes`)
+  t.same([...origin.paths].sort(), ['/png/2', '/png/3'], 'only the images without a recorded outcome were downloaded again')
+  t.same((await readdir(folder)).sort(), ['1.png', '2.png', '3.png'], 'no temporary file is left')
+  for (const n of [1, 2, 3]) {
+    t.same(await readFile(join(folder, `${n}.png`)), makePng(n), `${n}.png holds the bytes its record describes`)
+  }
+})
+
+t.test('a running dump shows its progress: PENDING, the finished images, the counts; in JSON and XML', async (t) => {
+  const { app } = await buildTestApp(t, 'sqlite', env)
+  const token = await login(app, sampleUsers.gold.username, sampleUsers.gold.password)
+  const auth = { authorization: `Bearer ${token}` }
+  for (const format of ['json', 'xml'] as const) {
+    const key = `progress-${format}`
+    origin.resetCounters()
+    const answer = postDump(app, token, format, [
+      { name: 'quick', images: [origin.url('/png/1'), origin.url('/status/404')] },
+      { name: 'held', images: [origin.url(`/held/${key}/png/3`)] }
+    ])
+    await origin.waitForRequests(3)
+    const requestId = Number((await app.persistence.db.selectFrom('requests').select('id').where('status', '=', 0).executeTakeFirstOrThrow()).id)
+    const get = () => app.inject({ method: 'GET', url: `/v1/dumps/${requestId}`, headers: format === 'xml' ? { ...auth, accept: 'application/xml' } : auth })
+    // the first two outcomes are recorded within the recording delay
+    const deadline = Date.now() + 10_000
+    let running = await get()
+    while (!running.body.includes(format === 'json' ? '"done":2' : '<done>2</done>')) {
+      if (Date.now() > deadline) throw new Error(`the outcomes were not recorded: ${running.body}`)
+      await new Promise((resolve) => setTimeout(resolve, 20))
+      running = await get()
+    }
+    t.equal(running.statusCode, 200)
+    t.equal(running.headers['x-dump-complete'], 'false')
+    if (format === 'json') {
+      const body = running.json()
+      t.match(body, { requestId, status: 'PENDING', progress: { total: 3, done: 2, succeeded: 1, failed: 1 } })
+      t.same(Object.keys(body), ['requestId', 'status', 'progress', 'items'])
+      t.same(statuses(body), ['PENDING', [1, 'PARTIAL', [[1, 'SUCCESS', undefined, undefined], [2, 'FAILURE', 'HTTP_ERROR', 404]]], [2, 'PENDING', [[3, 'PENDING', undefined, undefined]]]])
+      t.match(body.items[0].images[0], { location: `/v1/dumps/${requestId}/images/1`, contentType: 'image/png', sha256: sha256(makePng(1)) })
+    } else {
+      t.match(running.headers['content-type'], /^application\/xml/)
+      t.match(running.body, `<result><requestId>${requestId}</requestId><status>PENDING</status><progress><total>3</total><done>2</done><succeeded>1</succeeded><failed>1</failed></progress><items>`)
+      t.match(running.body, `<image><imageId>3</imageId><url>${origin.url(`/held/${key}/png/3`)}</url><status>PENDING</status></image>`)
+    }
+    t.equal((await app.inject({ method: 'GET', url: `/v1/dumps/${requestId}/images/1`, headers: auth })).statusCode, 200, 'a recorded success is served at once')
+    t.equal((await app.inject({ method: 'GET', url: `/v1/dumps/${requestId}/images/3`, headers: auth })).statusCode, 404, 'a pending image is not')
+
+    origin.release(key)
+    const done = await answer
+    t.equal(done.statusCode, 200)
+    const complete = await get()
+    t.equal(complete.headers['x-dump-complete'], 'true')
+    t.equal(complete.body, done.body, 'once complete, the record is the answer, without progress')
+    t.notMatch(complete.body, /"progress"|<progress>/)
+  }
 })

@@ -1,0 +1,174 @@
+/**
+ * One run of one dump on this instance: downloads the images that have no outcome yet,
+ * records each outcome as it happens (through the batching recorder, after the image's
+ * file has its final name), and, once every image has one, writes the final record.
+ *
+ * A run holds its dump's row by its run number (`requests.resumes`): the admission's run
+ * is 0, each resumption the next. Every write it makes lands only while the row is still
+ * its own, so a run that was taken over (another instance found its heartbeat stale)
+ * records nothing more. It also stops itself before that can happen: when it has not been
+ * able to mark itself alive for a lease of less than the staleness threshold, it stops
+ * its downloads, so that the instance that takes over never meets its files being written.
+ *
+ * A run that stops (taken over, database out of reach, service stopping) leaves its dump
+ * incomplete, with the outcomes it recorded; the images without one are downloaded again
+ * when the dump is resumed, which first removes any file they left.
+ */
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { FastifyBaseLogger } from 'fastify'
+import type { Requests } from '../../db/requests.js'
+import type { DumpImages } from '../../db/dump-images.js'
+import { createServiceError } from '../../lib/errors.js'
+import type { StorageLayout } from '../../lib/storage-layout.js'
+import type { BodyFormat } from '../../schemas/batch.js'
+import type { DumpResult, ImageResult, ItemResult } from '../../schemas/dump.js'
+import { serializeDocument } from '../content-negotiation/xml-writer.js'
+import { FetchGroup, type ImageFetcher } from '../image-fetcher.js'
+import { createOutcomeRecorder, type OutcomeRecorder } from './outcome-recorder.js'
+import { finalRecord, imageResult, imagesOf, withOutcomes } from './records.js'
+
+/** The answer to a dump that could not be finished by this instance; it goes on, or will be resumed. */
+export class DumpNotRecordedError extends createServiceError('DUMP_NOT_RECORDED', 503, 'this dump could not be finished here; it will be resumed: follow it at GET /v1/dumps/{requestId}') {}
+
+/** Why a run stopped before its dump was complete. */
+export type StopReason = 'taken' | 'unreachable' | 'stopping'
+
+function notFinished (requestId: number, reason: StopReason): DumpNotRecordedError {
+  const follow = `follow it at GET /v1/dumps/${requestId}`
+  const publicMessage = {
+    taken: `dump ${requestId} was taken over by another instance, which goes on with it (this one could not record its progress in time); ${follow}`,
+    unreachable: `the database could not be reached to record the progress of dump ${requestId}; the outcomes recorded so far are kept, and the rest of its images will be downloaded again when it is resumed; ${follow}`,
+    stopping: `the service stopped before dump ${requestId} was finished; it will be resumed with the images not yet recorded; ${follow}`
+  }[reason]
+  return new DumpNotRecordedError(`dump ${requestId}: stopped (${reason}) before it was complete`, { publicMessage })
+}
+
+const interrupted = (result: ImageResult): boolean =>
+  result.status === 'FAILURE' && result.error?.type === 'INTERNAL_ERROR' && result.error.code === 'INTERRUPTED'
+
+/** A run of one dump on this instance. */
+export class DumpRun {
+  readonly group = new FetchGroup()
+  /** when (performance.now) the row was last known to be marked alive by this run */
+  leaseFrom = performance.now()
+  #stopped: StopReason | undefined
+  recorder: OutcomeRecorder<ImageResult> | undefined
+
+  constructor (readonly requestId: number, readonly number: number) {}
+
+  get stopped (): StopReason | undefined { return this.#stopped }
+
+  /** Stops the run's downloads and recording; the first reason given stands. */
+  stop (reason: Exclude<StopReason, 'stopping'>): void {
+    if (this.#stopped !== undefined) return
+    this.#stopped = reason
+    this.group.abort()
+    this.recorder?.stop()
+  }
+}
+
+export interface DumpRunnerOptions {
+  fetcher: ImageFetcher
+  storage: StorageLayout
+  requests: Requests
+  dumpImages: DumpImages
+  log: FastifyBaseLogger
+  /** the recording cadence (outcome-recorder.ts) */
+  recording?: { maxBatch?: number, maxDelayMs?: number }
+}
+
+export function createDumpRunner (options: DumpRunnerOptions) {
+  const { fetcher, storage, requests, dumpImages, log } = options
+  const runs = new Map<number, DumpRun>()
+  const executing = new Set<Promise<unknown>>()
+
+  /** Writes the final record, retrying through a brief database hiccup while the run is not stopped. */
+  async function complete (run: DumpRun, data: Buffer): Promise<'written' | 'taken' | 'unreachable'> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await requests.complete(run.requestId, run.number, data)
+      } catch (error) {
+        if (attempt >= 4 || run.stopped !== undefined) {
+          log.error({ err: error, requestId: run.requestId }, 'the final record of a dump could not be written')
+          return 'unreachable'
+        }
+        await sleep(100 * 2 ** attempt)
+      }
+    }
+  }
+
+  async function execute (run: DumpRun, userid: number, format: BodyFormat, items: ItemResult[]): Promise<DumpResult> {
+    const { requestId } = run
+    const results = new Map<number, ImageResult>()
+    const recorder = createOutcomeRecorder<ImageResult>({
+      ...options.recording,
+      write: async (batch) => {
+        if (await dumpImages.record(requestId, run.number, batch) === 'taken') run.stop('taken')
+      },
+      onError: (error) => { log.warn({ err: error, requestId }, 'recording image outcomes failed; trying again') }
+    })
+    run.recorder = recorder
+    try {
+      await Promise.all(imagesOf(items).filter((image) => image.status === 'PENDING').map(async (image) => {
+        const outcome = await fetcher.fetchImage(image.url, storage.dumpTarget(userid, requestId, image.imageId), run.group)
+        const result = imageResult(requestId, image, outcome)
+        // a stopped download leaves its image pending, for the run that resumes the dump
+        if (interrupted(result)) return
+        results.set(image.imageId, result)
+        recorder.add(result)
+      }))
+      if (run.stopped === undefined) {
+        await recorder.flush().catch((error: unknown) => {
+          log.error({ err: error, requestId }, 'the image outcomes of a dump could not be recorded')
+          run.stop('unreachable')
+        })
+      }
+      if (run.stopped !== undefined) throw notFinished(requestId, run.stopped)
+      const done = withOutcomes(items, results)
+      // the fetcher was closed under it: the service is stopping
+      if (imagesOf(done).some((image) => image.status === 'PENDING')) throw notFinished(requestId, 'stopping')
+      const result = finalRecord(requestId, done)
+      const written = await complete(run, Buffer.from(serializeDocument(result, format, 'result')))
+      if (written === 'written') return result
+      throw notFinished(requestId, written)
+    } finally {
+      recorder.stop()
+      runs.delete(requestId)
+    }
+  }
+
+  return {
+    /** this instance's runs, by request id */
+    runs: runs as ReadonlyMap<number, DumpRun>,
+
+    /** Starts holding a dump for run `number` (heartbeats and lease from now). */
+    open (requestId: number, number: number): DumpRun {
+      const run = new DumpRun(requestId, number)
+      runs.set(requestId, run)
+      return run
+    },
+
+    /** Lets go of a run that will not be executed. */
+    release (run: DumpRun): void {
+      if (runs.get(run.requestId) === run) runs.delete(run.requestId)
+    },
+
+    /**
+     * Downloads the pending images of `items`, records them and completes the dump;
+     * resolves with its final record or rejects with a DumpNotRecordedError.
+     */
+    execute (run: DumpRun, userid: number, format: BodyFormat, items: ItemResult[]): Promise<DumpResult> {
+      const execution = execute(run, userid, format, items)
+      executing.add(execution)
+      void execution.catch(() => {}).finally(() => executing.delete(execution))
+      return execution
+    },
+
+    /** Resolves once every run executing now has ended. */
+    async settled (): Promise<void> {
+      await Promise.allSettled([...executing])
+    }
+  }
+}
+
+export type DumpRunner = ReturnType<typeof createDumpRunner>

@@ -1,0 +1,105 @@
+/**
+ * Resuming dumps that a stopped instance left incomplete (a crash, a stop past the grace
+ * period, a database outage that outlasted its lease): at start and from a periodic sweep,
+ * on whichever instance finds one first.
+ *
+ * A dump is taken over only when its heartbeat is stale, and atomically (requests.claim),
+ * so two instances never resume the same one. The outcomes it recorded stay, with their
+ * files; every other file of the dump (a temporary file, or an image finished after the last
+ * recorded batch) is removed before its pending images are downloaded again, so that a file
+ * exists only for a recorded success or an image being downloaded.
+ *
+ * What cannot be resumed is completed instead, its images without an outcome INTERRUPTED:
+ * a dump whose admission record cannot be read, and one that has already been resumed
+ * `maxResumes` times (a dump that keeps bringing down the instances that run it).
+ */
+import type { FastifyBaseLogger } from 'fastify'
+import type { Requests } from '../../db/requests.js'
+import type { DumpImages } from '../../db/dump-images.js'
+import type { StorageLayout } from '../../lib/storage-layout.js'
+import type { BodyFormat } from '../../schemas/batch.js'
+import type { ItemResult } from '../../schemas/dump.js'
+import { serializeDocument } from '../content-negotiation/xml-writer.js'
+import type { DumpRun, DumpRunner } from './dump-run.js'
+import { finalRecord, interrupt, readRecord, withOutcomes } from './records.js'
+
+export interface ResumerOptions {
+  requests: Requests
+  dumpImages: DumpImages
+  storage: StorageLayout
+  runner: DumpRunner
+  log: FastifyBaseLogger
+  /** resumptions of one dump after which it is completed as interrupted instead */
+  maxResumes: number
+}
+
+interface StaleRow { id: number, userid: number, dataformat: BodyFormat, data: Buffer | null }
+
+/** The items of an admission record, or undefined when it cannot be read. */
+function itemsOf (row: StaleRow): ItemResult[] | undefined {
+  if (row.data === null) return undefined
+  try {
+    return readRecord(Buffer.from(row.data), row.dataformat)
+  } catch {
+    return undefined
+  }
+}
+
+export function createResumer (options: ResumerOptions) {
+  const { requests, dumpImages, storage, runner, log } = options
+  const tasks = new Set<Promise<void>>()
+
+  /** Completes a dump that cannot be resumed: its pending images INTERRUPTED, the recorded ones kept. */
+  async function close (row: StaleRow, run: DumpRun, items: ItemResult[] | undefined, why: string): Promise<void> {
+    try {
+      const completed = interrupt(items ?? []).items
+      // with no readable record there is nothing to show: a failure, not an empty success
+      const result = items === undefined ? { requestId: row.id, status: 'FAILURE' as const, items: [] } : finalRecord(row.id, completed)
+      const written = await requests.complete(row.id, run.number, Buffer.from(serializeDocument(result, row.dataformat, 'result')))
+      if (written === 'written') log.warn({ requestId: row.id, why }, 'a dump that cannot be resumed was completed as interrupted')
+    } finally {
+      runner.release(run)
+    }
+  }
+
+  async function resume (row: StaleRow, run: DumpRun): Promise<void> {
+    const outcomes = await dumpImages.outcomes(row.id)
+    const succeeded = [...outcomes].filter(([, outcome]) => outcome.status === 'SUCCESS').map(([imageId]) => imageId)
+    // the row is held by this run now: whatever the stopped run left unrecorded goes
+    await storage.keepOnly(row.userid, row.id, succeeded)
+    const admitted = itemsOf(row)
+    const items = admitted === undefined ? undefined : withOutcomes(admitted, outcomes)
+    if (items === undefined) return await close(row, run, undefined, 'its admission record cannot be read')
+    if (run.number > options.maxResumes) return await close(row, run, items, `it was resumed ${options.maxResumes} times already`)
+    const result = await runner.execute(run, row.userid, row.dataformat, items)
+    log.info({ requestId: row.id, run: run.number, status: result.status, kept: outcomes.size }, 'resumed dump completed')
+  }
+
+  return {
+    /**
+     * Takes over the incomplete dumps whose heartbeat is at least `olderThanMs` old and
+     * resumes each in the background; returns how many it took.
+     */
+    async resumeUnfinished (olderThanMs: number): Promise<number> {
+      let taken = 0
+      for (const row of await requests.stale(olderThanMs)) {
+        if (runner.runs.has(row.id)) continue
+        const number = await requests.claim(row.id, row.resumes, olderThanMs)
+        if (number === undefined) continue
+        taken++
+        const run = runner.open(row.id, number)
+        const task = resume(row, run).catch((error: unknown) => {
+          runner.release(run)
+          log.warn({ err: error, requestId: row.id }, 'a resumed dump stopped again before it was complete')
+        }).finally(() => tasks.delete(task))
+        tasks.add(task)
+      }
+      return taken
+    },
+
+    /** Resolves once every resumption started so far has ended. */
+    async settled (): Promise<void> {
+      await Promise.allSettled([...tasks])
+    }
+  }
+}

@@ -1,0 +1,62 @@
+import t from 'tap'
+import { connect } from '../../db/connect.js'
+import { migrateToLatest } from '../../db/migrate.js'
+import { createDumpImages } from '../../db/dump-images.js'
+import { createRequests } from '../../db/requests.js'
+import type { ImageResult } from '../../schemas/dump.js'
+import { createTestDatabase, enginesUnderTest } from '../helpers/db.js'
+
+const success = (imageId: number): ImageResult => ({
+  imageId, url: `http://x/${imageId}.png`, status: 'SUCCESS', location: `/v1/dumps/1/images/${imageId}`, contentType: 'image/png', bytes: 10 * imageId, sha256: 'ab'.repeat(32)
+})
+
+for (const engine of enginesUnderTest(t)) {
+  t.test(`${engine}: the dump_images repository`, async (t) => {
+    const database = await createTestDatabase(engine)
+    t.teardown(database.drop)
+    const { db } = connect(database.url)
+    t.teardown(() => db.destroy())
+    await migrateToLatest(db)
+    const dumpImages = createDumpImages(db, engine)
+    const requests = createRequests(db, engine)
+    const user = await db.insertInto('users').values({ username: 'u', plan: 'gold' }).executeTakeFirstOrThrow()
+    const admit = async (): Promise<number> => Number((await db.insertInto('requests').values({ userid: Number(user.insertId), dataformat: 'json', data: Buffer.from('{}') }).executeTakeFirstOrThrow()).insertId)
+
+    t.test('records a batch in one write and reads it back as it was', async (t) => {
+      const id = await admit()
+      const failure: ImageResult = { imageId: 3, url: 'http://x/ü', status: 'FAILURE', error: { type: 'INTERNAL_ERROR', code: 'INVALID_URL', message: 'not an image URL: "http://ü.example/✓" – “quoted”' } }
+      t.equal(await dumpImages.record(id, 0, [success(1), success(2), failure]), 'recorded')
+      const outcomes = await dumpImages.outcomes(id)
+      t.same([...outcomes.keys()].sort(), [1, 2, 3])
+      t.same(outcomes.get(2), { status: 'SUCCESS', location: '/v1/dumps/1/images/2', contentType: 'image/png', bytes: 20, sha256: 'ab'.repeat(32) }, 'without the id and URL, which the admission record holds')
+      t.same(outcomes.get(3), { status: 'FAILURE', error: failure.error }, 'text outside ASCII comes back unchanged')
+      t.equal(await dumpImages.statusOf(id, 3), 'FAILURE')
+      t.equal(await dumpImages.statusOf(id, 4), undefined, 'an image without a row has no outcome yet')
+      t.equal((await dumpImages.outcomes(await admit())).size, 0, "another dump's outcomes are its own")
+    })
+
+    t.test('recording the same outcomes again (a retry after a lost acknowledgement) changes nothing', async (t) => {
+      const id = await admit()
+      await dumpImages.record(id, 0, [success(1), success(2)])
+      t.equal(await dumpImages.record(id, 0, [success(2), success(3)]), 'recorded')
+      t.same([...(await dumpImages.outcomes(id)).keys()].sort(), [1, 2, 3])
+    })
+
+    t.test('only the run that holds the dump records: not a run taken over, not after completion', async (t) => {
+      const id = await admit()
+      t.equal(await requests.claim(id, 0, 0), 1, 'the dump is taken over by run 1')
+      t.equal(await dumpImages.record(id, 0, [success(1)]), 'taken', 'run 0 records nothing more')
+      t.equal(await dumpImages.record(id, 1, [success(2)]), 'recorded')
+      t.equal(await requests.complete(id, 1, Buffer.from('{"done":true}')), 'written')
+      t.equal(await dumpImages.record(id, 1, [success(3)]), 'taken', 'a complete dump takes no more outcomes')
+      t.same([...(await dumpImages.outcomes(id)).keys()], [2])
+      t.equal(await requests.complete(id, 0, Buffer.from('{"late":true}')), 'taken', 'nor a final record from the run taken over')
+    })
+
+    t.test('an image without an outcome cannot be recorded', async (t) => {
+      const id = await admit()
+      await t.rejects(dumpImages.record(id, 0, [{ imageId: 1, url: 'http://x/1', status: 'PENDING' }]), TypeError)
+      t.equal((await dumpImages.outcomes(id)).size, 0)
+    })
+  })
+}
