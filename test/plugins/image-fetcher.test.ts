@@ -8,6 +8,7 @@ import imageFetcherPlugin, {
   createGuardedConnector,
   createGuardedLookup,
   createImageFetcher,
+  FetchGroup,
   type FetchOutcome,
   type ImageFetcher,
   type ImageFetcherOptions
@@ -581,4 +582,29 @@ t.test('the Fastify plugin', async (t) => {
     await one.close()
     t.match(await two.imageFetcher.fetchImage(origin.url('/png/5'), { dir: 'two', name: '3' }), { status: 'SUCCESS' }, 'closing one app leaves the other working')
   })
+})
+
+t.test('a FetchGroup stops its own downloads, in flight and queued, and no others', async (t) => {
+  const { fetcher, storageDir } = await harness(t, { concurrency: 2 })
+  const group = new FetchGroup()
+  const target = (name: string) => ({ dir: '1/42', name })
+  // one slot for the group's stalled download, one for a download of no group; the group's
+  // second download waits in the queue
+  const stalled = fetcher.fetchImage(origin.url('/stall?bytes=100&n=1'), target('1'), group)
+  const other = fetcher.fetchImage(origin.url('/held/group/png/2'), target('2'))
+  const queued = fetcher.fetchImage(origin.url('/png/3'), target('3'), group)
+  await origin.waitForRequests(2)
+  for (const deadline = Date.now() + 5000; !(await filesUnder(storageDir)).includes('1/42/1.part');) {
+    if (Date.now() > deadline) throw new Error('the stalled download wrote nothing')
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+
+  group.abort()
+  t.match(await stalled, { status: 'FAILURE', error: { type: 'INTERNAL_ERROR', code: 'INTERRUPTED' } }, 'in flight: stopped')
+  t.match(await queued, { status: 'FAILURE', error: { code: 'INTERRUPTED' } }, 'queued: stopped without being sent')
+  t.match(await fetcher.fetchImage(origin.url('/png/4'), target('4'), group), { status: 'FAILURE', error: { code: 'INTERRUPTED' } }, 'started after: stopped at once')
+  t.same(origin.paths, ['/stall?bytes=100&n=1', '/held/group/png/2'], 'neither reached the origin')
+  origin.release('group')
+  t.match(await other, { status: 'SUCCESS' }, 'a download of no group goes on')
+  t.same(await filesUnder(storageDir), ['1/42/2.png'], 'the stopped one left no temporary file')
 })
