@@ -1,4 +1,5 @@
 import { createServiceError } from './errors.js'
+import { createSemaphore } from './download/semaphore.js'
 import { hashPasswordHash, verifyPasswordHash } from './password.js'
 
 export interface PasswordVerifierOptions {
@@ -24,40 +25,24 @@ export class LoginBusyError extends createServiceError('LOGIN_BUSY', 503, 'too m
 export function createPasswordVerifier (options: PasswordVerifierOptions = {}) {
   const concurrency = options.concurrency ?? 1
   const maxWaiting = options.maxWaiting ?? 32
-  const waiting: Array<() => void> = []
-  let running = 0
+  const slots = createSemaphore(concurrency)
   let peak = 0
   // Verifying against a real hash for unknown users too keeps "no such user" and
   // "wrong password" indistinguishable by timing as well as by answer.
   const dummyHash = hashPasswordHash('0'.repeat(64))
 
-  async function turn (): Promise<void> {
-    if (running < concurrency) {
-      running++
-    } else {
-      if (waiting.length >= maxWaiting) throw new LoginBusyError('password verification queue is full')
-      // the slot is handed over by release(), so `running` stays as it is
-      await new Promise<void>((resolve) => waiting.push(resolve))
-    }
-    peak = Math.max(peak, running)
-  }
-
-  function release (): void {
-    const next = waiting.shift()
-    if (next === undefined) running--
-    else next()
-  }
-
   return {
     /** Whether `passwordHash` matches `stored`; with no stored hash, a dummy check of the same cost and false. */
     async verify (stored: string | null | undefined, passwordHash: string): Promise<boolean> {
       const against = stored ?? await dummyHash
-      await turn()
+      if (slots.held >= concurrency && slots.waiting >= maxWaiting) throw new LoginBusyError('password verification queue is full')
+      await slots.acquire()
+      peak = Math.max(peak, slots.held)
       try {
         const ok = await verifyPasswordHash(against, passwordHash)
         return ok && stored != null
       } finally {
-        release()
+        slots.release()
       }
     },
     /** the most verifications that have run at once (for tests and metrics) */

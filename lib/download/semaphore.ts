@@ -32,6 +32,10 @@ export function createSemaphore (limit: number) {
         active--
       }
     },
+    /** slots held right now */
+    get held (): number { return active },
+    /** callers waiting for a slot right now */
+    get waiting (): number { return waiters.length - head },
     /** Rejects every waiter with `reason`; slots already held stay held until released. */
     rejectAll (reason: unknown): void {
       const queued = waiters.slice(head)
