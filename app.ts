@@ -42,7 +42,7 @@ async function serviceRoutes (scope: FastifyInstance, { config }: ImageDumpOptio
   await scope.register(healthRoutes)
   await scope.register(authRoutes)
   await scope.register(quotaRoutes)
-  await scope.register(dumpRoutes, { bodyLimit: config.bodyLimitBytes })
+  await scope.register(dumpRoutes, { bodyLimit: config.bodyLimitBytes, events: { maxStreamsPerUser: config.eventsMaxStreamsPerUser } })
 }
 
 /**
@@ -70,7 +70,8 @@ async function imageDump (fastify: FastifyInstance, { config }: ImageDumpOptions
   await fastify.register(dumps, {
     storageDir: config.storageDir,
     // the embedded database belongs to this one process: whatever it left incomplete is resumed at start
-    staleAfterMs: config.databaseUrl.startsWith('sqlite:') ? 0 : config.recoveryStaleMs
+    staleAfterMs: config.databaseUrl.startsWith('sqlite:') ? 0 : config.recoveryStaleMs,
+    events: { pollMs: config.eventsPollMs }
   })
   await fastify.register(serviceRoutes, { config })
 }

@@ -28,7 +28,11 @@ export const EnvSchema = Type.Object({
   REQUEST_TIMEOUT_MS: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{3,8}$', description: 'a number of milliseconds, at least 1000' })),
   BODY_MIN_BYTES_PER_SECOND: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,9}$', description: 'a positive number of bytes per second' })),
   // Below a second the heartbeat (a quarter of it) would hammer the database for little gain.
-  RECOVERY_STALE_MS: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{3,8}$', description: 'a number of milliseconds, at least 1000' }))
+  RECOVERY_STALE_MS: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{3,8}$', description: 'a number of milliseconds, at least 1000' })),
+  // Each open events stream of a running dump reads the database this often: below 100 ms
+  // a few hundred streams would be a load of their own.
+  EVENTS_POLL_MS: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{2,6}$', description: 'a number of milliseconds, at least 100' })),
+  EVENTS_MAX_STREAMS_PER_USER: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,3}$', description: 'a positive integer' }))
 })
 
 export interface Config {
@@ -60,6 +64,10 @@ export interface Config {
    * taken as left behind by a stopped instance and resumed, by any instance
    */
   recoveryStaleMs: number
+  /** how often an events stream looks for new outcomes of a dump running on another instance */
+  eventsPollMs: number
+  /** events streams one user may hold open on one instance */
+  eventsMaxStreamsPerUser: number
 }
 
 export const defaults: Config = {
@@ -85,7 +93,9 @@ export const defaults: Config = {
   shutdownGraceMs: 25_000,
   logLevel: 'info',
   plans: { gold: 100, silver: 50, bronze: 25 },
-  recoveryStaleMs: 60_000
+  recoveryStaleMs: 60_000,
+  eventsPollMs: 1000,
+  eventsMaxStreamsPerUser: 8
 }
 
 export class ConfigError extends Error {
@@ -143,7 +153,9 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     shutdownGraceMs: int('SHUTDOWN_GRACE_MS', defaults.shutdownGraceMs),
     logLevel: e.LOG_LEVEL ?? defaults.logLevel,
     plans: e.PLANS === undefined ? { ...defaults.plans } : parsePlans(e.PLANS),
-    recoveryStaleMs: int('RECOVERY_STALE_MS', defaults.recoveryStaleMs)
+    recoveryStaleMs: int('RECOVERY_STALE_MS', defaults.recoveryStaleMs),
+    eventsPollMs: int('EVENTS_POLL_MS', defaults.eventsPollMs),
+    eventsMaxStreamsPerUser: int('EVENTS_MAX_STREAMS_PER_USER', defaults.eventsMaxStreamsPerUser)
   }
   if (config.port > 65535) throw new ConfigError(`PORT=${JSON.stringify(e.PORT)} is invalid: expected a TCP port number (0-65535)`)
   return config

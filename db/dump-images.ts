@@ -62,6 +62,19 @@ export function createDumpImages (db: Kysely<Database>, engine: Engine) {
       return rows.map((row) => ({ seq: Number(row.seq), imageId: row.image_id, outcome: parseOutcome(row) }))
     },
 
+    /** The number of the last outcome recorded for a dump, 0 before the first. */
+    async lastSeq (requestId: number): Promise<number> {
+      const row = await db.selectFrom('dump_images').select((eb) => eb.fn.max('seq').as('seq'))
+        .where('request_id', '=', requestId).executeTakeFirst()
+      return Number(row?.seq ?? 0)
+    },
+
+    /** The ids of the images of a dump that have a recorded outcome. */
+    async imageIds (requestId: number): Promise<Set<number>> {
+      const rows = await db.selectFrom('dump_images').select('image_id').where('request_id', '=', requestId).execute()
+      return new Set(rows.map((row) => row.image_id))
+    },
+
     /** How many outcomes were recorded up to number `seq` (all with Infinity), by status. */
     async countsUpTo (requestId: number, seq: number): Promise<{ succeeded: number, failed: number }> {
       let query = db.selectFrom('dump_images').select((eb) => ['status', eb.fn.countAll<number>().as('count')])

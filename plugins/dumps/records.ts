@@ -105,6 +105,20 @@ export function completionOf (result: DumpResult): Completion {
   return { status: result.status === 'PENDING' ? 'FAILURE' : result.status, succeeded, failed }
 }
 
+/**
+ * The batch that retries the failed images of a complete dump: each item with a failure,
+ * with only its failed URLs, in their order; undefined when no image failed.
+ */
+export function failedBatch (items: readonly ItemResult[]): Batch | undefined {
+  const retried = items.flatMap((item) => {
+    const images = item.images.filter((image) => image.status === 'FAILURE').map((image) => image.url)
+    if (images.length === 0) return []
+    const { name, manufacturer, brand, category } = item
+    return [{ name, ...(manufacturer === undefined ? {} : { manufacturer }), ...(brand === undefined ? {} : { brand }), ...(category === undefined ? {} : { category }), images }]
+  })
+  return retried.length === 0 ? undefined : { items: retried }
+}
+
 const asArray = <T>(value: T | T[] | undefined): T[] => (value === undefined ? [] : Array.isArray(value) ? value : [value])
 
 /** Reads a stored record back into its items, from either format. */
