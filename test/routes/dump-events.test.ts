@@ -202,3 +202,37 @@ t.test('the app closes while a stream of a running dump is open: the stream ends
   await closing
   t.notMatch(rest, /event: complete/, 'ended by the close, not by the dump')
 })
+
+t.test('mysql: a stream on one instance follows a dump running on another', async (t) => {
+  if (process.env.MYSQL_URL === undefined || process.env.MYSQL_URL === '') {
+    t.comment('skipped: MYSQL_URL is not set (instances share a database only on MySQL)')
+    return
+  }
+  const { createTestDatabase } = await import('../helpers/db.js')
+  const database = await createTestDatabase('mysql')
+  t.teardown(() => database.drop())
+  const { mkdtemp, rm } = await import('node:fs/promises')
+  const { tmpdir } = await import('node:os')
+  const { join } = await import('node:path')
+  const storageDir = await mkdtemp(join(tmpdir(), 'image-dump-events-'))
+  t.teardown(() => rm(storageDir, { recursive: true, force: true }))
+  const env = { STORAGE_DIR: storageDir, EVENTS_POLL_MS: '100' }
+  const runner = (await buildTestApp(t, 'mysql', env, database)).app
+  const watcher = (await buildTestApp(t, 'mysql', env, database)).app
+  const base = await listen(watcher)
+  const token = await login(runner, sampleUsers.gold.username, sampleUsers.gold.password)
+  const hold = 'events-instances'
+  const items = [{ name: 'Elsewhere', images: [origin.url('/png/90'), origin.url(`/held/${hold}/png/91`), origin.url(`/held/${hold}/png/92`)] }]
+  const { requestId } = (await postDump(runner, token, 'json', items, { prefer: 'respond-async' })).json()
+
+  // the watcher has no run of this dump: it sees the first outcome only through the database
+  const reading = readEvents(`${base}/v1/dumps/${requestId}/events`, { authorization: `Bearer ${token}` }, (events) => {
+    if (dataOf(events, 'image').length === 1) origin.release(hold)
+    return false
+  })
+  const read = await reading
+  t.equal(read.how, 'ended')
+  t.same(dataOf(read.events, 'image').map((image) => image.imageId).sort(), [1, 2, 3], 'each image once')
+  t.equal(dataOf(read.events, 'image')[0].imageId, 1, 'the image that was not held came first, before the others were released')
+  t.same(dataOf(read.events, 'complete'), [{ requestId, status: 'SUCCESS', progress: { total: 3, done: 3, succeeded: 3, failed: 0 } }])
+})
