@@ -10,6 +10,9 @@
  * able to mark itself alive for a lease of less than the staleness threshold, it stops
  * its downloads, so that the instance that takes over never meets its files being written.
  *
+ * Images whose URLs are the same (same-url.ts) are downloaded once; the others get the
+ * outcome too, a success as a file of their own (a hard link, storage-layout.ts).
+ *
  * A run that stops (taken over, database out of reach, service stopping) leaves its dump
  * incomplete, with the outcomes it recorded; the images without one are downloaded again
  * when the dump is resumed, which first removes any file they left.
@@ -23,9 +26,10 @@ import type { StorageLayout } from '../../lib/storage-layout.js'
 import type { BodyFormat } from '../../schemas/batch.js'
 import type { DumpResult, ImageResult, ItemResult } from '../../schemas/dump.js'
 import { serializeDocument } from '../content-negotiation/xml-writer.js'
-import { FetchGroup, type ImageFetcher } from '../image-fetcher.js'
+import { FetchGroup, type FetchOutcome, type ImageFetcher } from '../image-fetcher.js'
 import { createOutcomeRecorder, type OutcomeRecorder } from './outcome-recorder.js'
 import { finalRecord, imageResult, imagesOf, withOutcomes } from './records.js'
+import { groupByDownload } from './same-url.js'
 
 /** The answer to a dump that could not be finished by this instance; it goes on, or will be resumed. */
 export class DumpNotRecordedError extends createServiceError('DUMP_NOT_RECORDED', 503, 'this dump could not be finished here; it will be resumed: follow it at GET /v1/dumps/{requestId}') {}
@@ -82,6 +86,23 @@ export function createDumpRunner (options: DumpRunnerOptions) {
   const runs = new Map<number, DumpRun>()
   const executing = new Set<Promise<unknown>>()
 
+  /**
+   * The outcome of another image with the same URL as a download: a success is the same
+   * file under the image's own name (its own location), a failure the same failure.
+   */
+  async function share (run: DumpRun, outcome: FetchOutcome, userid: number, image: ImageResult): Promise<FetchOutcome> {
+    const { requestId } = run
+    if (outcome.status === 'FAILURE') return outcome
+    // a stopped run writes no more files: its dump may be another instance's by now
+    if (run.stopped !== undefined) return { status: 'FAILURE', error: { type: 'INTERNAL_ERROR', code: 'INTERRUPTED', message: 'the run stopped' } }
+    try {
+      return { ...outcome, path: await storage.shareImage(outcome.path, storage.dumpTarget(userid, requestId, image.imageId)) }
+    } catch (error) {
+      log.warn({ err: error, requestId, imageId: image.imageId }, 'an image downloaded for another of the same URL could not be stored under its own name')
+      return { status: 'FAILURE', error: { type: 'INTERNAL_ERROR', code: 'IO', message: 'the image could not be stored' } }
+    }
+  }
+
   /** Writes the final record, retrying through a brief database hiccup while the run is not stopped. */
   async function complete (run: DumpRun, data: Buffer): Promise<'written' | 'taken' | 'unreachable'> {
     for (let attempt = 1; ; attempt++) {
@@ -109,13 +130,19 @@ export function createDumpRunner (options: DumpRunnerOptions) {
     })
     run.recorder = recorder
     try {
-      await Promise.all(imagesOf(items).filter((image) => image.status === 'PENDING').map(async (image) => {
-        const outcome = await fetcher.fetchImage(image.url, storage.dumpTarget(userid, requestId, image.imageId), run.group)
-        const result = imageResult(requestId, image, outcome)
-        // a stopped download leaves its image pending, for the run that resumes the dump
-        if (interrupted(result)) return
-        results.set(image.imageId, result)
-        recorder.add(result)
+      const pending = imagesOf(items).filter((image) => image.status === 'PENDING')
+      // a URL that appears more than once is downloaded once, and its outcome shared
+      await Promise.all(groupByDownload(pending).map(async (group) => {
+        const [first, ...others] = group as [ImageResult, ...ImageResult[]]
+        const outcome = await fetcher.fetchImage(first.url, storage.dumpTarget(userid, requestId, first.imageId), run.group)
+        const outcomes = [outcome, ...await Promise.all(others.map((image) => share(run, outcome, userid, image)))]
+        group.forEach((image, index) => {
+          const result = imageResult(requestId, image, outcomes[index]!)
+          // a stopped download leaves its images pending, for the run that resumes the dump
+          if (interrupted(result)) return
+          results.set(image.imageId, result)
+          recorder.add(result)
+        })
       }))
       if (run.stopped === undefined) {
         await recorder.flush().catch((error: unknown) => {

@@ -5,7 +5,7 @@ import { enginesUnderTest } from '../helpers/db.js'
 import { startOrigin } from '../helpers/origin.js'
 import { makePng } from '../helpers/images.js'
 import { sizedSamples } from '../helpers/sharp-images.js'
-import { postDump, type TestItem } from '../helpers/dumps.js'
+import { filesUnder, postDump, type TestItem } from '../helpers/dumps.js'
 import { createDumpImages } from '../../db/dump-images.js'
 
 const origin = await startOrigin()
@@ -63,6 +63,55 @@ for (const engine of enginesUnderTest(t)) {
       const file = await app.inject({ method: 'GET', url: `/v1/dumps/${response.json().requestId}/images/1`, headers: { authorization: `Bearer ${token}` } })
       t.equal(file.statusCode, 200)
       t.same(file.rawPayload, truncated, 'the bytes are stored and served')
+    })
+  })
+
+  t.test(`${engine}: a URL that appears more than once in a dump is downloaded once`, async (t) => {
+    const { app, storageDir } = await buildTestApp(t, engine, env)
+    const token = await login(app, sampleUsers.gold.username, sampleUsers.gold.password)
+    const auth = { authorization: `Bearer ${token}` }
+
+    t.test('each occurrence has its own entry and its own file, from one request to the origin', async (t) => {
+      origin.resetCounters()
+      const repeated = origin.url('/png/41')
+      const items: TestItem[] = [
+        { name: 'A', images: [repeated, origin.url('/png/42'), repeated] },
+        { name: 'B', images: [origin.url('/status/404?k=twice'), repeated] },
+        // the same resource: the scheme's case and a fragment make no other download
+        { name: 'C', images: [`${repeated.replace('http:', 'HTTP:')}#front`, origin.url('/status/404?k=twice')] }
+      ]
+      const response = await postDump(app, token, 'json', items)
+      t.equal(response.statusCode, 200)
+      const answer = response.json() as { requestId: number, status: string, items: Array<{ images: Array<Image & { location?: string, error?: unknown }> }> }
+      const hits = (path: string): number => origin.paths.filter((p) => p === path).length
+      t.equal(hits('/png/41'), 1, 'the repeated URL was requested once')
+      t.equal(hits('/status/404?k=twice'), 1, 'a repeated failing URL too')
+      t.equal(origin.requests, 3, 'three distinct downloads for seven images')
+
+      const png = makePng(41)
+      const images = answer.items.flatMap((item) => item.images)
+      const shared = [1, 3, 5, 6].map((id) => images[id - 1]!)
+      for (const image of shared) {
+        t.match(image, { status: 'SUCCESS', location: `/v1/dumps/${answer.requestId}/images/${image.imageId}`, bytes: png.length, sha256: sha256(png), width: 8, height: 8 }, `image ${image.imageId}: its own entry`)
+        const file = await app.inject({ method: 'GET', url: image.location!, headers: auth })
+        t.equal(file.statusCode, 200)
+        t.same(file.rawPayload, png, `image ${image.imageId}: its file is served under its own index`)
+      }
+      t.match(images[3], { status: 'FAILURE', error: { type: 'HTTP_ERROR', httpStatus: 404 } })
+      t.match(images[6], { status: 'FAILURE', error: { type: 'HTTP_ERROR', httpStatus: 404 } }, 'the failure is shared')
+      const recorded = await createDumpImages(app.persistence.db, app.persistence.engine).outcomes(answer.requestId)
+      t.same([...recorded.keys()].sort((a, b) => a - b), [1, 2, 3, 4, 5, 6, 7], 'every occurrence has its recorded outcome')
+      const files = (await filesUnder(storageDir)).filter((f) => f.includes(`/${answer.requestId}/`))
+      t.same(files.map((f) => f.split('/').at(-1)).sort(), ['1.png', '2.png', '3.png', '5.png', '6.png'], 'a file per successful image, no temporary file')
+    })
+
+    t.test('in an XML dump too', async (t) => {
+      origin.resetCounters()
+      const url = origin.url('/jpeg/43')
+      const response = await postDump(app, token, 'xml', [{ name: 'X', images: [url, url] }, { name: 'Y', images: [url] }])
+      t.equal(response.statusCode, 200)
+      t.equal(origin.requests, 1)
+      t.equal(response.body.match(/<status>SUCCESS<\/status>/g)?.length, 4, 'three images and the dump')
     })
   })
 }
