@@ -57,6 +57,8 @@ export interface DumpImagesTable {
   status: 'SUCCESS' | 'FAILURE'
   /** JSON text of the rest of the image's result (location, contentType, bytes, sha256; or error): bytes on MySQL, text on SQLite */
   result: Buffer | string
+  /** the image of the same dump whose file holds this one's bytes (its URL was downloaded once for both); NULL: its own */
+  stored_as: ColumnType<number | null, number | null | undefined, number | null>
 }
 
 /** The login throttle's counters: one row per throttled key while its window lasts. */

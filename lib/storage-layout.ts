@@ -5,16 +5,12 @@
  *   <userid>/<requestId>/<imageId>.part    the same image while it is being written
  *
  * The image fetcher writes through it (resolve, partPath, imagePath, storedPath); the dumps
- * plugin finds, shares and removes files through it. No other module builds a storage path.
- *
- * An image whose URL appears more than once in a dump is downloaded once: each other
- * occurrence gets a hard link to that file under its own name (`shareImage`), so that
- * every image id still names its own file, and removing one removes only that name.
+ * plugin finds and removes files through it. No other module builds a storage path.
  *
  * A target is made by the server, never taken from a request, and is still checked: its
  * name is one safe path segment and its folder cannot leave the root.
  */
-import { access, copyFile, link, readdir, rename, rm } from 'node:fs/promises'
+import { access, readdir, rm } from 'node:fs/promises'
 import path from 'node:path'
 import { IMAGE_EXTENSIONS, contentTypeOfExtension } from './sniff.js'
 
@@ -68,8 +64,6 @@ const imageIdOf = (file: string): string => {
 
 const isPart = (file: string): boolean => file.endsWith(`.${PART_EXTENSION}`)
 
-const hasCode = (err: unknown, code: string): boolean => (err as { code?: unknown } | null)?.code === code
-
 export function createStorageLayout (storageDir: string) {
   const root = path.resolve(storageDir)
 
@@ -86,60 +80,23 @@ export function createStorageLayout (storageDir: string) {
     await Promise.all(files.filter(which).map((file) => rm(path.join(folder, file), { force: true })))
   }
 
-  /** Checks a target and makes its absolute folder; throws UnsafeStorageTargetError. */
-  function resolve (target: StorageTarget): ResolvedTarget {
-    if (target === null || typeof target !== 'object' || typeof target.dir !== 'string' || typeof target.name !== 'string') {
-      throw new UnsafeStorageTargetError('invalid storage target')
-    }
-    if (!SAFE_NAME.test(target.name)) throw new UnsafeStorageTargetError('invalid storage file name')
-    if (target.dir.includes('\0')) throw new UnsafeStorageTargetError('invalid storage directory')
-    const dir = path.resolve(root, target.dir)
-    const rel = path.relative(root, dir)
-    if (rel === '..' || rel.startsWith(`..${path.sep}`) || path.isAbsolute(rel)) {
-      throw new UnsafeStorageTargetError('storage target is outside the storage directory')
-    }
-    return { dir, rel: rel.split(path.sep).join('/'), name: target.name }
-  }
-
   return {
     /** the absolute storage root */
     root,
 
     /** Checks a target and makes its absolute folder; throws UnsafeStorageTargetError. */
-    resolve,
-
-    /**
-     * Gives `target` the stored image `from` (relative to the root, as a fetch outcome names
-     * it) under its own name with the same extension, and returns that name relative to the
-     * root. A hard link: no bytes are copied and the name appears complete at once. Where
-     * no link can be made (too many links to one file, a file system without them) the
-     * bytes are copied to the target's `.part` file and renamed, as a download is. A file
-     * already there (left by a stopped run) is replaced. Throws what the file system threw.
-     */
-    async shareImage (from: string, target: StorageTarget): Promise<string> {
-      const resolved = resolve(target)
-      const source = resolve({ dir: path.posix.dirname(from), name: path.posix.basename(from) })
-      const ext = path.posix.extname(from).slice(1)
-      if (!IMAGE_EXTENSIONS.includes(ext)) throw new UnsafeStorageTargetError('not a stored image')
-      const sourceFile = path.join(source.dir, source.name)
-      const destination = imagePath(resolved, ext)
-      try {
-        await link(sourceFile, destination).catch(async (err: unknown) => {
-          if (!hasCode(err, 'EEXIST')) throw err
-          await rm(destination, { force: true })
-          await link(sourceFile, destination)
-        })
-      } catch {
-        const part = partPath(resolved)
-        try {
-          await copyFile(sourceFile, part)
-          await rename(part, destination)
-        } catch (err) {
-          await rm(part, { force: true }).catch(() => {})
-          throw err
-        }
+    resolve (target: StorageTarget): ResolvedTarget {
+      if (target === null || typeof target !== 'object' || typeof target.dir !== 'string' || typeof target.name !== 'string') {
+        throw new UnsafeStorageTargetError('invalid storage target')
       }
-      return storedPath(resolved, ext)
+      if (!SAFE_NAME.test(target.name)) throw new UnsafeStorageTargetError('invalid storage file name')
+      if (target.dir.includes('\0')) throw new UnsafeStorageTargetError('invalid storage directory')
+      const dir = path.resolve(root, target.dir)
+      const rel = path.relative(root, dir)
+      if (rel === '..' || rel.startsWith(`..${path.sep}`) || path.isAbsolute(rel)) {
+        throw new UnsafeStorageTargetError('storage target is outside the storage directory')
+      }
+      return { dir, rel: rel.split(path.sep).join('/'), name: target.name }
     },
 
     /** Where image `imageId` of a dump is written. */

@@ -11,7 +11,7 @@
  * its downloads, so that the instance that takes over never meets its files being written.
  *
  * Images whose URLs are the same (same-url.ts) are downloaded once; the others get the
- * outcome too, a success as a file of their own (a hard link, storage-layout.ts).
+ * outcome too, and are served from the file of the image that was downloaded.
  *
  * A run that stops (taken over, database out of reach, service stopping) leaves its dump
  * incomplete, with the outcomes it recorded; the images without one are downloaded again
@@ -26,7 +26,7 @@ import type { StorageLayout } from '../../lib/storage-layout.js'
 import type { BodyFormat } from '../../schemas/batch.js'
 import type { DumpResult, ImageResult, ItemResult } from '../../schemas/dump.js'
 import { serializeDocument } from '../content-negotiation/xml-writer.js'
-import { FetchGroup, type FetchOutcome, type ImageFetcher } from '../image-fetcher.js'
+import { FetchGroup, type ImageFetcher } from '../image-fetcher.js'
 import { createOutcomeRecorder, type OutcomeRecorder } from './outcome-recorder.js'
 import { finalRecord, imageResult, imagesOf, withOutcomes } from './records.js'
 import { groupByDownload } from './same-url.js'
@@ -86,23 +86,6 @@ export function createDumpRunner (options: DumpRunnerOptions) {
   const runs = new Map<number, DumpRun>()
   const executing = new Set<Promise<unknown>>()
 
-  /**
-   * The outcome of another image with the same URL as a download: a success is the same
-   * file under the image's own name (its own location), a failure the same failure.
-   */
-  async function share (run: DumpRun, outcome: FetchOutcome, userid: number, image: ImageResult): Promise<FetchOutcome> {
-    const { requestId } = run
-    if (outcome.status === 'FAILURE') return outcome
-    // a stopped run writes no more files: its dump may be another instance's by now
-    if (run.stopped !== undefined) return { status: 'FAILURE', error: { type: 'INTERNAL_ERROR', code: 'INTERRUPTED', message: 'the run stopped' } }
-    try {
-      return { ...outcome, path: await storage.shareImage(outcome.path, storage.dumpTarget(userid, requestId, image.imageId)) }
-    } catch (error) {
-      log.warn({ err: error, requestId, imageId: image.imageId }, 'an image downloaded for another of the same URL could not be stored under its own name')
-      return { status: 'FAILURE', error: { type: 'INTERNAL_ERROR', code: 'IO', message: 'the image could not be stored' } }
-    }
-  }
-
   /** Writes the final record, retrying through a brief database hiccup while the run is not stopped. */
   async function complete (run: DumpRun, data: Buffer): Promise<'written' | 'taken' | 'unreachable'> {
     for (let attempt = 1; ; attempt++) {
@@ -121,28 +104,32 @@ export function createDumpRunner (options: DumpRunnerOptions) {
   async function execute (run: DumpRun, userid: number, format: BodyFormat, items: ItemResult[]): Promise<DumpResult> {
     const { requestId } = run
     const results = new Map<number, ImageResult>()
+    // image → the image whose file holds its bytes, for the images whose URL was downloaded for another
+    const storedAs = new Map<number, number>()
     const recorder = createOutcomeRecorder<ImageResult>({
       ...options.recording,
       write: async (batch) => {
-        if (await dumpImages.record(requestId, run.number, batch) === 'taken') run.stop('taken')
+        if (await dumpImages.record(requestId, run.number, batch, storedAs) === 'taken') run.stop('taken')
       },
       onError: (error) => { log.warn({ err: error, requestId }, 'recording image outcomes failed; trying again') }
     })
     run.recorder = recorder
     try {
       const pending = imagesOf(items).filter((image) => image.status === 'PENDING')
-      // a URL that appears more than once is downloaded once, and its outcome shared
+      // A URL that appears more than once is downloaded once, into the file of its first
+      // image; the others get the same outcome (their own id and location) and no file:
+      // their recorded outcome names the file that holds their bytes.
       await Promise.all(groupByDownload(pending).map(async (group) => {
-        const [first, ...others] = group as [ImageResult, ...ImageResult[]]
+        const first = group[0]!
         const outcome = await fetcher.fetchImage(first.url, storage.dumpTarget(userid, requestId, first.imageId), run.group)
-        const outcomes = [outcome, ...await Promise.all(others.map((image) => share(run, outcome, userid, image)))]
-        group.forEach((image, index) => {
-          const result = imageResult(requestId, image, outcomes[index]!)
+        for (const image of group) {
+          const result = imageResult(requestId, image, outcome)
           // a stopped download leaves its images pending, for the run that resumes the dump
           if (interrupted(result)) return
+          if (image !== first && outcome.status === 'SUCCESS') storedAs.set(image.imageId, first.imageId)
           results.set(image.imageId, result)
           recorder.add(result)
-        })
+        }
       }))
       if (run.stopped === undefined) {
         await recorder.flush().catch((error: unknown) => {

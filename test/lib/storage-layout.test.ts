@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
@@ -131,34 +131,4 @@ t.test('keepOnly removes temporary files and the files of every image not kept',
   t.equal(await layout.keepOnly(-3, 43, []), false, 'ids that name no folder: refused')
   t.equal(await layout.keepOnly(3, 43.5, []), false)
   t.same(await filesUnder(root), ['3/43/2.jpg', '3/43/5.part'], 'and nothing touched')
-})
-
-t.test('shareImage gives another image of a dump the same stored file under its own name', async (t) => {
-  const root = await storageRoot(t)
-  const layout = createStorageLayout(root)
-  await mkdir(join(root, '3', '42'), { recursive: true })
-  await writeFile(join(root, '3', '42', '7.png'), 'png bytes')
-
-  t.equal(await layout.shareImage('3/42/7.png', layout.dumpTarget(3, 42, 9)), '3/42/9.png')
-  t.equal(await readFile(join(root, '3', '42', '9.png'), 'utf8'), 'png bytes')
-  const [a, b] = await Promise.all([stat(join(root, '3', '42', '7.png')), stat(join(root, '3', '42', '9.png'))])
-  t.equal(b.ino, a.ino, 'a hard link: no bytes copied')
-
-  await writeFile(join(root, '3', '42', '10.png'), 'left by a stopped run')
-  t.equal(await layout.shareImage('3/42/7.png', layout.dumpTarget(3, 42, 10)), '3/42/10.png')
-  t.equal(await readFile(join(root, '3', '42', '10.png'), 'utf8'), 'png bytes', 'a file already there is replaced')
-
-  await layout.removeDump(3, 42)
-  t.same(await filesUnder(root), [], 'removing the dump removes every name')
-})
-
-t.test('shareImage only shares a stored image inside the root', async (t) => {
-  const root = await storageRoot(t)
-  const layout = createStorageLayout(root)
-  await put(root, '3/42/7.part', '3/42/8.png')
-  const refusal = (from: string): Promise<unknown> => layout.shareImage(from, layout.dumpTarget(3, 42, 9)).then(() => undefined, (error: unknown) => error)
-  t.type(await refusal('3/42/7.part'), UnsafeStorageTargetError, 'not a temporary file')
-  t.type(await refusal('../outside/8.png'), UnsafeStorageTargetError, 'not outside the root')
-  await t.rejects(layout.shareImage('3/42/5.png', layout.dumpTarget(3, 42, 9)), { code: 'ENOENT' }, 'a missing file is an error')
-  t.same(await filesUnder(root), ['3/42/7.part', '3/42/8.png'], 'and nothing is written')
 })
