@@ -27,9 +27,10 @@ export function createDumpImages (db: Kysely<Database>, engine: Engine) {
      * Records outcomes of a dump in one multi-row insert, only while run `run` still holds
      * its row (in the same transaction, so a run taken over cannot add outcomes whose files
      * the new run may already have removed): 'recorded' or 'taken'. Recording an outcome
-     * again (a retry after a lost acknowledgement) changes nothing.
+     * again (a retry after a lost acknowledgement) changes nothing. `storedAs` maps an image
+     * to the one whose file holds its bytes, when that is another (the same URL, downloaded once).
      */
-    async record (requestId: number, run: number, results: readonly ImageResult[]): Promise<'recorded' | 'taken'> {
+    async record (requestId: number, run: number, results: readonly ImageResult[], storedAs?: ReadonlyMap<number, number>): Promise<'recorded' | 'taken'> {
       if (results.length === 0) return 'recorded'
       for (const { imageId, status } of results) {
         if (status === 'PENDING') throw new TypeError(`image ${imageId} has no outcome to record`)
@@ -42,13 +43,13 @@ export function createDumpImages (db: Kysely<Database>, engine: Engine) {
         const first = Number(last?.seq ?? 0) + 1
         const params: unknown[] = []
         results.forEach(({ imageId, url: _url, status, ...rest }, index) => {
-          params.push(requestId, imageId, status, JSON.stringify(rest), first + index)
+          params.push(requestId, imageId, status, JSON.stringify(rest), first + index, storedAs?.get(imageId) ?? null)
         })
         // Written out rather than built with kysely: the builder makes a frozen node per value
         // and compiles them at every call, about a third of the recording's cost at full speed
         // (BENCHMARKS.md, "Recording outcomes"); the statement only varies in its row count.
         await trx.executeQuery(CompiledQuery.raw(
-          `INSERT INTO dump_images (request_id, image_id, status, result, seq) VALUES ${'(?, ?, ?, ?, ?), '.repeat(results.length - 1)}(?, ?, ?, ?, ?) ${onDuplicate}`,
+          `INSERT INTO dump_images (request_id, image_id, status, result, seq, stored_as) VALUES ${'(?, ?, ?, ?, ?, ?), '.repeat(results.length - 1)}(?, ?, ?, ?, ?, ?) ${onDuplicate}`,
           params))
       })
       return written === 'taken' ? 'taken' : 'recorded'
@@ -90,6 +91,16 @@ export function createDumpImages (db: Kysely<Database>, engine: Engine) {
       const rows = await db.selectFrom('dump_images').select(['image_id', 'status', 'result'])
         .where('request_id', '=', requestId).execute()
       return new Map(rows.map((row) => [row.image_id, parseOutcome(row)]))
+    },
+
+    /**
+     * The recorded status of one image and the image whose file holds its bytes (itself,
+     * unless its URL was downloaded for another image of the dump); undefined while it has none.
+     */
+    async storedImage (requestId: number, imageId: number): Promise<{ status: 'SUCCESS' | 'FAILURE', file: number } | undefined> {
+      const row = await db.selectFrom('dump_images').select(['status', 'stored_as'])
+        .where('request_id', '=', requestId).where('image_id', '=', imageId).executeTakeFirst()
+      return row === undefined ? undefined : { status: row.status, file: row.stored_as ?? imageId }
     },
 
     /** The recorded status of one image, undefined while it has none. */

@@ -68,6 +68,8 @@ export interface DumpImagesTable {
   result: Buffer | string
   /** the order outcomes were recorded in, 1, 2, … per dump (gaps allowed): the events stream's ids */
   seq: number
+  /** the image of the same dump whose file holds this one's bytes (its URL was downloaded once for both); NULL: its own */
+  stored_as: ColumnType<number | null, number | null | undefined, number | null>
 }
 
 /** The login throttle's counters: one row per throttled key while its window lasts. */

@@ -115,12 +115,15 @@ export function createDumpsService (fastify: FastifyInstance, options: DumpsOpti
      * The stored file of one image of one of the user's dumps, relative to storageRoot, and
      * its type; only once its success is recorded, so no file is served that its record
      * does not claim (dumps completed before outcomes were recorded per image: any file).
+     * The file is the image's own, or that of the image of the same dump whose download
+     * it shares (the same URL).
      */
     async image (userid: number, requestId: number, imageId: number): Promise<{ file: string, contentType: string } | undefined> {
-      const status = await dumpImages.statusOf(requestId, imageId)
-      if (status === 'FAILURE') return undefined
-      if (status === undefined && await requests.isComplete(userid, requestId) !== true) return undefined
-      return await storage.findImage(userid, requestId, imageId)
+      const stored = await dumpImages.storedImage(requestId, imageId)
+      if (stored?.status === 'FAILURE') return undefined
+      if (stored === undefined && await requests.isComplete(userid, requestId) !== true) return undefined
+      // an image whose URL was downloaded for another image of the dump is served from that one's file
+      return await storage.findImage(userid, requestId, stored?.file ?? imageId)
     },
 
     /** Takes over and resumes dumps left incomplete by a stopped instance; how many it took. */

@@ -60,7 +60,7 @@ export interface ImageFetcherOptions {
 }
 
 export type FetchOutcome =
-  | { status: 'SUCCESS', path: string, contentType: string, bytes: number, sha256: string }
+  | { status: 'SUCCESS', path: string, contentType: string, bytes: number, sha256: string, width?: number, height?: number }
   | { status: 'FAILURE', error: ImageError }
 
 /** Where an image goes: `dir` relative to storageDir (e.g. "1/42"), file `name` without extension (e.g. "7"). */

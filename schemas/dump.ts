@@ -28,6 +28,9 @@ export const ImageResultSchema = Type.Object({
   contentType: Type.Optional(Type.String()),
   bytes: Type.Optional(Type.Integer()),
   sha256: Type.Optional(Type.String()),
+  /** as displayed (EXIF orientation applied), from the header; absent when it could not be read */
+  width: Type.Optional(Type.Integer()),
+  height: Type.Optional(Type.Integer()),
   error: Type.Optional(ImageErrorSchema)
 })
 export type ImageResult = Static<typeof ImageResultSchema>

@@ -20,6 +20,8 @@ export interface Context {
   env: Record<string, string>
   /** true when another build is measured (--server): this checkout's defaults may not be its defaults */
   otherBuild: boolean
+  /** the previous build's dist/server.js (--previous), for figures measured against it in the same run */
+  previousServerJs?: string
   progress (message: string): void
 }
 
@@ -44,9 +46,9 @@ export interface Section {
 let serial = 0
 
 /** A fresh service (new database, empty STORAGE_DIR) for `fn`, stopped and deleted afterwards. */
-export async function withService<T> (ctx: Context, env: Record<string, string>, fn: (service: Service) => Promise<T>, options: { nodeArgs?: string[], root?: string } = {}): Promise<T> {
+export async function withService<T> (ctx: Context, env: Record<string, string>, fn: (service: Service) => Promise<T>, options: { nodeArgs?: string[], root?: string, serverJs?: string } = {}): Promise<T> {
   const workDir = path.join(options.root ?? ctx.tmp, `service-${++serial}`)
-  const service = await startService({ workDir, env: { ...env, ...ctx.env }, nodeArgs: options.nodeArgs ?? [] })
+  const service = await startService({ workDir, env: { ...env, ...ctx.env }, nodeArgs: options.nodeArgs ?? [], ...(options.serverJs === undefined ? {} : { serverJs: options.serverJs }) })
   try {
     return await fn(service)
   } finally {

@@ -17,15 +17,21 @@ import { freePort, waitFor } from './net.js'
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 export const SERVER_JS = path.join(ROOT, 'dist', 'server.js')
 
-let serverJs = SERVER_JS
+let measuredServerJs = SERVER_JS
 /**
  * Measures another build instead of this checkout's dist/ (`--server <dir>`: a copy of the
  * project, built, e.g. before a change), for before/after figures in the same conditions.
  */
 export function useServerBuild (dir: string): string {
-  serverJs = path.resolve(dir, 'dist', 'server.js')
-  if (!existsSync(serverJs)) throw new Error(`${serverJs} does not exist: build that copy first`)
-  return serverJs
+  measuredServerJs = serverBuild(dir)
+  return measuredServerJs
+}
+
+/** The dist/server.js of a built copy of the project in `dir`; throws when it is not built. */
+export function serverBuild (dir: string): string {
+  const file = path.resolve(dir, 'dist', 'server.js')
+  if (!existsSync(file)) throw new Error(`${file} does not exist: build that copy first`)
+  return file
 }
 
 /** What every benchmark run sets; a scenario adds its own settings on top. */
@@ -42,6 +48,8 @@ export interface ServiceOptions {
   env?: Record<string, string>
   /** extra node flags, e.g. --cpu-prof */
   nodeArgs?: string[]
+  /** another build's dist/server.js to run instead (a baseline measured in the same run) */
+  serverJs?: string
 }
 
 export interface DumpOutcome {
@@ -112,6 +120,7 @@ export function jsonBatch (urls: readonly string[], perItem = 4): string {
 }
 
 export async function startService (options: ServiceOptions): Promise<Service> {
+  const serverJs = options.serverJs ?? measuredServerJs
   if (!existsSync(serverJs)) throw new Error(`${serverJs} does not exist: run \`npm run build\` first`)
   const storageDir = path.join(options.workDir, 'images')
   await mkdir(storageDir, { recursive: true })

@@ -9,16 +9,22 @@
 import { createHash } from 'node:crypto'
 import fs, { promises as fsp } from 'node:fs'
 import type { Dispatcher } from 'undici'
+import { createDimensionReader, type DimensionReader } from '../image-dimensions.js'
 import { SNIFF_BYTES, sniffImageType, type SniffedType } from '../sniff.js'
 import { imagePath, partPath, storedPath, type ResolvedTarget } from '../storage-layout.js'
 import { FetchFailure, failure, hasFsCode, ioFailure } from './download-errors.js'
 
-/** What was stored: the file relative to the storage root, its sniffed type, size and digest. */
+/**
+ * What was stored: the file relative to the storage root, its sniffed type, size and
+ * digest, and its width and height when its header could be read (lib/image-dimensions.ts).
+ */
 export interface StoredImage {
   path: string
   contentType: string
   bytes: number
   sha256: string
+  width?: number
+  height?: number
 }
 
 export type ResponseBody = Dispatcher.ResponseData['body']
@@ -122,6 +128,8 @@ export function createImageWriter (maxImageBytes: number) {
     let batch: Buffer[] = []
     let batchBytes = 0
     let type: SniffedType | undefined
+    // reads the header from the chunks as they pass, until it has the size or gives up
+    let header: DimensionReader | undefined
     let opening: Promise<number> | undefined
     let fd: number | undefined
     // a descriptor number is reused as soon as it is closed: never close it twice
@@ -165,13 +173,20 @@ export function createImageWriter (maxImageBytes: number) {
           opening = openPart(partFile, target.dir)
           // awaited later; until then a failure must not count as unhandled
           opening.catch(() => {})
+          header = createDimensionReader(type.ext)
+          for (const seen of batch) header.push(seen)
+        } else if (!header!.done) {
+          header!.push(chunk)
         }
         if (batchBytes >= WRITE_BATCH_BYTES) await flush()
       }
       if (type === undefined) {
         type = sniff()
         opening = openPart(partFile, target.dir)
+        header = createDimensionReader(type.ext)
+        for (const seen of batch) header.push(seen)
       }
+      const dimensions = header!.finish()
       if (batchBytes > 0) await flush()
       try {
         const open = await file()
@@ -184,7 +199,7 @@ export function createImageWriter (maxImageBytes: number) {
         if (signal.aborted || err instanceof FetchFailure) throw err
         throw ioFailure(err)
       }
-      return { path: storedPath(target, type.ext), contentType: type.contentType, bytes, sha256: hash.digest('hex') }
+      return { path: storedPath(target, type.ext), contentType: type.contentType, bytes, sha256: hash.digest('hex'), ...dimensions }
     } catch (err) {
       abandon(body)
       if (opening !== undefined) {

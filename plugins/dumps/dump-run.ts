@@ -10,6 +10,9 @@
  * able to mark itself alive for a lease of less than the staleness threshold, it stops
  * its downloads, so that the instance that takes over never meets its files being written.
  *
+ * Images whose URLs are the same (same-url.ts) are downloaded once; the others get the
+ * outcome too, and are served from the file of the image that was downloaded.
+ *
  * A run that stops (taken over, database out of reach, service stopping) leaves its dump
  * incomplete, with the outcomes it recorded; the images without one are downloaded again
  * when the dump is resumed, which first removes any file they left.
@@ -26,6 +29,7 @@ import { serializeDocument } from '../content-negotiation/xml-writer.js'
 import { FetchGroup, type ImageFetcher } from '../image-fetcher.js'
 import { createOutcomeRecorder, type OutcomeRecorder } from './outcome-recorder.js'
 import { completionOf, finalRecord, imageResult, imagesOf, withOutcomes } from './records.js'
+import { groupByDownload } from './same-url.js'
 
 /** The answer to a dump that could not be finished by this instance; it goes on, or will be resumed. */
 export class DumpNotRecordedError extends createServiceError('DUMP_NOT_RECORDED', 503, 'this dump could not be finished here; it will be resumed: follow it at GET /v1/dumps/{requestId}') {}
@@ -103,23 +107,33 @@ export function createDumpRunner (options: DumpRunnerOptions) {
   async function execute (run: DumpRun, userid: number, format: BodyFormat, items: ItemResult[], retryOf: number | null): Promise<DumpResult> {
     const { requestId } = run
     const results = new Map<number, ImageResult>()
+    // image → the image whose file holds its bytes, for the images whose URL was downloaded for another
+    const storedAs = new Map<number, number>()
     const recorder = createOutcomeRecorder<ImageResult>({
       ...options.recording,
       write: async (batch) => {
-        if (await dumpImages.record(requestId, run.number, batch) === 'taken') run.stop('taken')
+        if (await dumpImages.record(requestId, run.number, batch, storedAs) === 'taken') run.stop('taken')
         else options.onRecorded?.(requestId)
       },
       onError: (error) => { log.warn({ err: error, requestId }, 'recording image outcomes failed; trying again') }
     })
     run.recorder = recorder
     try {
-      await Promise.all(imagesOf(items).filter((image) => image.status === 'PENDING').map(async (image) => {
-        const outcome = await fetcher.fetchImage(image.url, storage.dumpTarget(userid, requestId, image.imageId), run.group)
-        const result = imageResult(requestId, image, outcome)
-        // a stopped download leaves its image pending, for the run that resumes the dump
-        if (interrupted(result)) return
-        results.set(image.imageId, result)
-        recorder.add(result)
+      const pending = imagesOf(items).filter((image) => image.status === 'PENDING')
+      // A URL that appears more than once is downloaded once, into the file of its first
+      // image; the others get the same outcome (their own id and location) and no file:
+      // their recorded outcome names the file that holds their bytes.
+      await Promise.all(groupByDownload(pending).map(async (group) => {
+        const first = group[0]!
+        const outcome = await fetcher.fetchImage(first.url, storage.dumpTarget(userid, requestId, first.imageId), run.group)
+        for (const image of group) {
+          const result = imageResult(requestId, image, outcome)
+          // a stopped download leaves its images pending, for the run that resumes the dump
+          if (interrupted(result)) return
+          if (image !== first && outcome.status === 'SUCCESS') storedAs.set(image.imageId, first.imageId)
+          results.set(image.imageId, result)
+          recorder.add(result)
+        }
       }))
       if (run.stopped === undefined) {
         await recorder.flush().catch((error: unknown) => {

@@ -42,7 +42,9 @@ export function imageResult (requestId: number, image: ImageResult, outcome: Fet
     location: `/v1/dumps/${requestId}/images/${image.imageId}`,
     contentType: outcome.contentType,
     bytes: outcome.bytes,
-    sha256: outcome.sha256
+    sha256: outcome.sha256,
+    // an image whose header could not be read is stored without them
+    ...(outcome.width === undefined || outcome.height === undefined ? {} : { width: outcome.width, height: outcome.height })
   }
 }
 

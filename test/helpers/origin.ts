@@ -40,6 +40,7 @@
  * | `/stall?bytes=B` | headers (Content-Length of a 4 KiB PNG) and its first B bytes (default 64), then nothing, connection open |
  * | `/stall-once/<key>?bytes=B` | the first request for `key` stalls like `/stall`, later ones get the whole 4 KiB PNG |
  * | `/held/<key>/png/<n>` | nothing until `release(key)` is called, then the PNG; once released, answers at once |
+ * | `/files/<name>` | the bytes given to `serve(name, bytes)`, Content-Length set, served as application/octet-stream |
  * | anything else | 404 |
  *
  * Keys of the `-once` and `held` routes are remembered until `resetCounters()`; use a fresh key per test.
@@ -113,6 +114,8 @@ export interface Origin {
   waitForNoConnections (): Promise<void>
   /** answers the requests held on `/held/<key>/…` and every later one with that key */
   release (key: string): void
+  /** serves `bytes` at `/files/<name>` from now on; returns its absolute URL */
+  serve (name: string, bytes: Buffer): string
   /** stops the server, destroying open sockets and pending timers; safe to call twice */
   close (): Promise<void>
 }
@@ -135,6 +138,7 @@ export async function startOrigin (options: OriginOptions = {}): Promise<Origin>
   const seenKeys = new Set<string>()
   const releasedKeys = new Set<string>()
   const held = new Map<string, Set<() => void>>()
+  const files = new Map<string, Buffer>()
   const idleWaiters: Array<() => void> = []
   let requestWaiters: Array<{ count: number, resolve: () => void }> = []
   let paths: string[] = []
@@ -308,6 +312,12 @@ export async function startOrigin (options: OriginOptions = {}): Promise<Origin>
         res.once('close', () => waiting.delete(answer))
         return
       }
+      case 'files': {
+        const file = files.get(decodeURIComponent(parts.slice(1).join('/')))
+        if (file === undefined) return send(res, 404, 'text/plain', Buffer.from('not found\n'))
+        // the type says nothing: the service decides by the bytes
+        return send(res, 200, 'application/octet-stream', file)
+      }
       case 'no-headers':
         return // never answer; close() destroys the socket
       case 'truncated': {
@@ -388,6 +398,10 @@ export async function startOrigin (options: OriginOptions = {}): Promise<Origin>
       const waiting = held.get(key)
       held.delete(key)
       for (const answer of waiting ?? []) answer()
+    },
+    serve (name: string, bytes: Buffer) {
+      files.set(name, bytes)
+      return new URL(`/files/${encodeURIComponent(name)}`, baseUrl).href
     },
     close () {
       closing ??= new Promise<void>((resolve) => {

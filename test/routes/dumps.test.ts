@@ -65,7 +65,9 @@ for (const engine of enginesUnderTest(t)) {
         location: `/v1/dumps/${xml.requestId}/images/2`,
         contentType: 'image/png',
         bytes: png.length,
-        sha256: sha256(png)
+        sha256: sha256(png),
+        width: 8,
+        height: 8
       })
     })
 
