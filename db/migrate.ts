@@ -4,6 +4,7 @@ import * as exactUsernames from './migrations/002_exact_usernames_and_login_atte
 import * as idempotencyKeys from './migrations/003_idempotency_keys.js'
 import * as imageOutcomes from './migrations/004_image_outcomes.js'
 import * as dumpEvents from './migrations/005_dump_events_and_summaries.js'
+import * as admissionNumbers from './migrations/006_admission_numbers.js'
 
 // Migrations are imported, not read from a folder, so the same list runs from the
 // TypeScript sources (tests, dev) and from the compiled build.
@@ -12,7 +13,8 @@ const migrations: Record<string, Migration> = {
   '002_exact_usernames_and_login_attempts': exactUsernames,
   '003_idempotency_keys': idempotencyKeys,
   '004_image_outcomes': imageOutcomes,
-  '005_dump_events_and_summaries': dumpEvents
+  '005_dump_events_and_summaries': dumpEvents,
+  '006_admission_numbers': admissionNumbers
 }
 
 const provider: MigrationProvider = { getMigrations: async () => migrations }
