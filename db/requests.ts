@@ -321,6 +321,40 @@ export function createRequests (db: Kysely<Database>, engine: Engine) {
       // rare: find out which (an update within the same millisecond may also count as no change)
       const still = new Set((await db.selectFrom('requests').select('id').where(held).execute()).map((row) => row.id))
       return new Set(runs.filter(({ id }) => !still.has(id)).map(({ id }) => id))
+    },
+
+    /**
+     * Up to `limit` complete dumps admitted more than `olderThanSeconds` ago, oldest first,
+     * found through the created_at index (only the rows returned, and incomplete ones met
+     * on the way, are read). A dump still running is never retired.
+     */
+    async expired (olderThanSeconds: number, limit: number): Promise<Array<{ id: number, userid: number }>> {
+      return await db.selectFrom('requests').select(['id', 'userid'])
+        .where('created_at', '<', secondsAgo(engine, olderThanSeconds)).where('status', '=', 1)
+        .orderBy('created_at').limit(limit)
+        .execute()
+    },
+
+    /**
+     * Takes an expired dump for removal, atomically: only while it is still complete, still
+     * older than `olderThanSeconds`, and not taken by another sweep within the last
+     * `leaseSeconds` (a complete row's heartbeat is otherwise its completion), so that of
+     * several instances sweeping at once exactly one removes it; one that stopped halfway
+     * leaves it to be taken again after the lease. Whether this caller got it.
+     */
+    async claimExpired (id: number, olderThanSeconds: number, leaseSeconds: number): Promise<boolean> {
+      const update = await db.updateTable('requests').set({ heartbeat_at: now(engine) })
+        .where('id', '=', id).where('status', '=', 1)
+        .where('created_at', '<', secondsAgo(engine, olderThanSeconds))
+        .where('heartbeat_at', '<=', secondsAgo(engine, leaseSeconds))
+        .executeTakeFirst()
+      return Number(update.numUpdatedRows) > 0
+    },
+
+    /** Deletes a dump's row (its outcomes go with it); whether it was there. */
+    async remove (id: number): Promise<boolean> {
+      const deleted = await db.deleteFrom('requests').where('id', '=', id).executeTakeFirst()
+      return Number(deleted.numDeletedRows) > 0
     }
   }
 }

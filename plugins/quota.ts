@@ -127,6 +127,8 @@ export function createQuotaService (db: Kysely<Database>, engine: Engine, option
 
   return {
     windowSeconds,
+    /** how long an idempotency key names its dump, in seconds */
+    idempotencyKeySeconds: keySeconds,
     limitFor,
 
     /**
