@@ -12,8 +12,8 @@ import { seedHistory } from '../helpers/history.js'
 // size is what keeps this file within about 20 s per engine on two busy cores (a million
 // rows on both engines: `node --import tsx bench/micro/admission-history.ts`).
 const LARGE: Record<Engine, number> = {
-  sqlite: Number(process.env.QUOTA_HISTORY_ROWS ?? 500_000),
-  mysql: Number(process.env.QUOTA_HISTORY_ROWS ?? 200_000)
+  sqlite: Number(process.env.QUOTA_HISTORY_ROWS ?? 300_000),
+  mysql: Number(process.env.QUOTA_HISTORY_ROWS ?? 100_000)
 }
 const record = { dataformat: 'json' as const, data: null }
 
