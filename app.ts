@@ -12,6 +12,7 @@ import { useXmlAnswers } from './plugins/content-negotiation/xml-writer.js'
 import imageFetcher from './plugins/image-fetcher.js'
 import quota from './plugins/quota.js'
 import dumps from './plugins/dumps.js'
+import retention from './plugins/retention.js'
 import authRoutes from './routes/auth.js'
 import dumpRoutes from './routes/dumps.js'
 import healthRoutes from './routes/health.js'
@@ -73,6 +74,7 @@ async function imageDump (fastify: FastifyInstance, { config }: ImageDumpOptions
     staleAfterMs: config.databaseUrl.startsWith('sqlite:') ? 0 : config.recoveryStaleMs,
     events: { pollMs: config.eventsPollMs }
   })
+  if (config.retentionDays !== null) await fastify.register(retention, { retentionDays: config.retentionDays, storageDir: config.storageDir })
   await fastify.register(serviceRoutes, { config })
 }
 

@@ -32,7 +32,9 @@ export const EnvSchema = Type.Object({
   // Each open events stream of a running dump reads the database this often: below 100 ms
   // a few hundred streams would be a load of their own.
   EVENTS_POLL_MS: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{2,6}$', description: 'a number of milliseconds, at least 100' })),
-  EVENTS_MAX_STREAMS_PER_USER: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,3}$', description: 'a positive integer' }))
+  EVENTS_MAX_STREAMS_PER_USER: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,3}$', description: 'a positive integer' })),
+  // At least a day: never into the quota's hour, nor the 24 h an idempotency key names its dump.
+  RETENTION_DAYS: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,5}$', description: 'a whole number of days, at least 1 (unset: keep everything)' }))
 })
 
 export interface Config {
@@ -68,6 +70,8 @@ export interface Config {
   eventsPollMs: number
   /** events streams one user may hold open on one instance */
   eventsMaxStreamsPerUser: number
+  /** dumps admitted longer ago than this are removed, records and files; null keeps everything */
+  retentionDays: number | null
 }
 
 export const defaults: Config = {
@@ -95,7 +99,8 @@ export const defaults: Config = {
   plans: { gold: 100, silver: 50, bronze: 25 },
   recoveryStaleMs: 60_000,
   eventsPollMs: 1000,
-  eventsMaxStreamsPerUser: 8
+  eventsMaxStreamsPerUser: 8,
+  retentionDays: null
 }
 
 export class ConfigError extends Error {
@@ -155,7 +160,8 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     plans: e.PLANS === undefined ? { ...defaults.plans } : parsePlans(e.PLANS),
     recoveryStaleMs: int('RECOVERY_STALE_MS', defaults.recoveryStaleMs),
     eventsPollMs: int('EVENTS_POLL_MS', defaults.eventsPollMs),
-    eventsMaxStreamsPerUser: int('EVENTS_MAX_STREAMS_PER_USER', defaults.eventsMaxStreamsPerUser)
+    eventsMaxStreamsPerUser: int('EVENTS_MAX_STREAMS_PER_USER', defaults.eventsMaxStreamsPerUser),
+    retentionDays: e.RETENTION_DAYS === undefined ? defaults.retentionDays : Number(e.RETENTION_DAYS)
   }
   if (config.port > 65535) throw new ConfigError(`PORT=${JSON.stringify(e.PORT)} is invalid: expected a TCP port number (0-65535)`)
   return config

@@ -14,12 +14,15 @@
  * - RSS comes from /proc/<pid>/status (VmRSS); heap figures and the event-loop delay come
  *   from bench/soak-probe.mjs, loaded into the service with `node --import` for the soak
  *   only; /health round trips are timed from outside as the client-side view.
+ * - Throughput in the last minute is reported as a ratio to the first minute after the
+ *   warm-up: a cost that grows with the history (every dump adds to it) shows there. The
+ *   SQLite file and its WAL are measured at every sample.
  * - Memory slopes are least-squares fits over the samples after the warm-up (the first
  *   fifth of the run, at least 30 s but at most half of it), against time and against dumps
  *   done; the event-loop delay is also counted from the end of the warm-up only.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { readFileSync } from 'node:fs'
+import { readFileSync, statSync } from 'node:fs'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import { join } from 'node:path'
@@ -68,7 +71,7 @@ const warmupMs = Math.min(Math.max(30_000, durationMs / 5), durationMs / 2)
 
 interface ProbeSample { type: 'sample', memory: NodeJS.MemoryUsage }
 interface ProbeReport { type: 'report', resolutionMs: number, count: number, p50: number, p90: number, p99: number, max: number, mean: number }
-interface Sample { t: number, dumps: number, images: number, rss: number, heapUsed: number, external: number, arrayBuffers: number }
+interface Sample { t: number, dumps: number, images: number, rss: number, heapUsed: number, external: number, arrayBuffers: number, dbBytes: number, walBytes: number }
 
 function percentile (sorted: readonly number[], p: number): number {
   if (sorted.length === 0) return NaN
@@ -81,11 +84,21 @@ function vmRss (pid: number): number {
   return kib === null ? NaN : Number(kib[1]) * 1024
 }
 
+/** A file's size, 0 while it does not exist (SQLite removes its WAL when the last connection closes). */
+function sizeOf (file: string): number {
+  try {
+    return statSync(file).size
+  } catch {
+    return 0
+  }
+}
+
 const f = (value: number, digits = 1): string => Number.isFinite(value) ? value.toFixed(digits) : String(value)
 
 async function main (): Promise<void> {
   const work = await mkdtemp(join(os.tmpdir(), 'image-dump-soak-'))
   const storageDir = join(work, 'images')
+  const databaseFile = join(work, 'soak.db')
   const origin = await startOrigin()
   const port = await freePort()
   const baseUrl = `http://127.0.0.1:${port}`
@@ -95,7 +108,7 @@ async function main (): Promise<void> {
     ...process.env,
     PORT: String(port),
     HOST: '127.0.0.1',
-    DATABASE_URL: `sqlite:${join(work, 'soak.db')}`,
+    DATABASE_URL: `sqlite:${databaseFile}`,
     STORAGE_DIR: storageDir,
     ALLOW_PRIVATE_NETWORKS: 'true',
     PLANS: 'gold=1000000000,silver=50,bronze=25',
@@ -205,7 +218,7 @@ async function main (): Promise<void> {
 
   async function sample (): Promise<void> {
     const { memory } = await ask<ProbeSample>('probe:sample')
-    samples.push({ t: elapsed(), dumps, images, rss: vmRss(pid), heapUsed: memory.heapUsed, external: memory.external, arrayBuffers: memory.arrayBuffers })
+    samples.push({ t: elapsed(), dumps, images, rss: vmRss(pid), heapUsed: memory.heapUsed, external: memory.external, arrayBuffers: memory.arrayBuffers, dbBytes: sizeOf(databaseFile), walBytes: sizeOf(`${databaseFile}-wal`) })
   }
 
   process.stdout.write(`soak: ${minutes} min, ${clients} clients × ${imagesPerDump}-image dumps (${kb} KiB PNGs), service pid ${pid} (${args.tsx ? 'sources via tsx' : 'dist/server.js'}), warm-up ${f(warmupMs / 1000, 0)} s\n`)
@@ -271,6 +284,9 @@ async function main (): Promise<void> {
     dumpsPerSecond: dumps / wallS,
     imagesPerSecondFirstMinuteAfterWarmup: rate(firstAfter, minuteLater),
     imagesPerSecondLastMinute: rate(minuteBefore, last),
+    /** throughput of the last minute as a ratio to the first minute after warm-up: history growing shows here */
+    lastToFirstMinute: rate(minuteBefore, last) / rate(firstAfter, minuteLater),
+    databaseMiB: { end: (last?.dbBytes ?? NaN) / MiB, walMax: Math.max(...samples.map((s) => s.walBytes)) / MiB, walEnd: (last?.walBytes ?? NaN) / MiB },
     dumpLatencyMs: { p50: percentile(sortedDump, 50), p99: percentile(sortedDump, 99), max: sortedDump[sortedDump.length - 1] },
     healthRoundTripMs: { p50: percentile(sortedHealth, 50), p99: percentile(sortedHealth, 99), max: sortedHealth[sortedHealth.length - 1] },
     eventLoopDelayMs: { p50: less(eld.p50), p90: less(eld.p90), p99: less(eld.p99), max: less(eld.max), samples: eld.count, note: `after warm-up, beyond the probe's ${eld.resolutionMs} ms timer` },
@@ -286,7 +302,7 @@ async function main (): Promise<void> {
       points: after.length
     },
     serviceExit: exitCode,
-    samples: samples.map((s) => ({ t: Math.round(s.t), dumps: s.dumps, images: s.images, rssMiB: +(s.rss / MiB).toFixed(2), heapMiB: +(s.heapUsed / MiB).toFixed(2) }))
+    samples: samples.map((s) => ({ t: Math.round(s.t), dumps: s.dumps, images: s.images, rssMiB: +(s.rss / MiB).toFixed(2), heapMiB: +(s.heapUsed / MiB).toFixed(2), walMiB: +(s.walBytes / MiB).toFixed(2) }))
   }
 
   const lines = [
@@ -294,7 +310,8 @@ async function main (): Promise<void> {
     `soak report (${report.date}; ${report.machine.cores} cores, ${report.machine.cpu}; Node ${report.machine.node})`,
     `  ran ${f(wallS, 0)} s: ${dumps} dumps, ${images} images (${failedImages} failed), ${refused} dumps refused`,
     ...[...refusals].map(([why, n]) => `    ${n} × ${why}`),
-    `  throughput: ${f(report.imagesPerSecond, 0)} images/s, ${f(report.dumpsPerSecond)} dumps/s; first minute after warm-up ${f(report.imagesPerSecondFirstMinuteAfterWarmup, 0)} images/s, last minute ${f(report.imagesPerSecondLastMinute, 0)} images/s`,
+    `  throughput: ${f(report.imagesPerSecond, 0)} images/s, ${f(report.dumpsPerSecond)} dumps/s; first minute after warm-up ${f(report.imagesPerSecondFirstMinuteAfterWarmup, 0)} images/s, last minute ${f(report.imagesPerSecondLastMinute, 0)} images/s: last ÷ first ${f(report.lastToFirstMinute, 2)} (goal ≥ 0.9 over 30 min)`,
+    `  database: ${f(report.databaseMiB.end)} MiB at the end; WAL at most ${f(report.databaseMiB.walMax)} MiB, ${f(report.databaseMiB.walEnd)} MiB at the end`,
     `  dump latency: p50 ${f(report.dumpLatencyMs.p50)} ms, p99 ${f(report.dumpLatencyMs.p99)} ms, max ${f(report.dumpLatencyMs.max ?? NaN)} ms`,
     `  RSS: start ${f(report.rssMiB.start)} MiB, after warm-up ${f(report.rssMiB.afterWarmup)} MiB, end ${f(report.rssMiB.end)} MiB, max ${f(report.rssMiB.max)} MiB`,
     `  heap used: start ${f(report.heapUsedMiB.start)} MiB, end ${f(report.heapUsedMiB.end)} MiB, max ${f(report.heapUsedMiB.max)} MiB`,

@@ -103,6 +103,12 @@ export function createDumpImages (db: Kysely<Database>, engine: Engine) {
       return row === undefined ? undefined : { status: row.status, file: row.stored_as ?? imageId }
     },
 
+    /** Deletes every recorded outcome of a dump (one statement: at most MAX_IMAGES rows); how many. */
+    async removeOf (requestId: number): Promise<number> {
+      const deleted = await db.deleteFrom('dump_images').where('request_id', '=', requestId).executeTakeFirst()
+      return Number(deleted.numDeletedRows)
+    },
+
     /** The recorded status of one image, undefined while it has none. */
     async statusOf (requestId: number, imageId: number): Promise<'SUCCESS' | 'FAILURE' | undefined> {
       const row = await db.selectFrom('dump_images').select('status')

@@ -74,7 +74,7 @@ export interface StoredRequest {
  * query on the table is here.
  */
 export function createRequests (db: Kysely<Database>, engine: Engine) {
-  async function insert (executor: Executor, userid: number, record: RequestRecord): Promise<number> {
+  async function insert (executor: Executor, userid: number, record: RequestRecord, seq: number): Promise<number> {
     const result = await executor.insertInto('requests')
       .values({
         userid,
@@ -84,7 +84,8 @@ export function createRequests (db: Kysely<Database>, engine: Engine) {
         idempotency_key: record.idempotency?.key ?? null,
         batch_sha256: record.idempotency?.batchSha256 ?? null,
         images: record.images ?? null,
-        retry_of: record.retryOf ?? null
+        retry_of: record.retryOf ?? null,
+        user_seq: seq
       })
       .executeTakeFirstOrThrow()
     return Number(result.insertId)
@@ -138,17 +139,42 @@ export function createRequests (db: Kysely<Database>, engine: Engine) {
       })
     },
 
-    /** The user's rows of the last window, by the database clock, and when the oldest leaves it. */
-    async window (executor: Executor, userid: number, windowSeconds: number): Promise<{ count: number, ttlMs: number }> {
-      const row = await executor.selectFrom('requests')
-        .select((eb) => [eb.fn.countAll<number>().as('count'), eb.fn.min('created_at').as('oldest')])
-        .where('userid', '=', userid)
-        .where('created_at', '>', secondsAgo(engine, windowSeconds))
-        .executeTakeFirstOrThrow()
-      const count = Number(row.count)
-      if (count === 0) return { count, ttlMs: 0 }
-      const { rows } = await sql<{ ms: number }>`SELECT ${msUntil(engine, sql.val(row.oldest), windowSeconds)} AS ms`.execute(executor)
-      return { count, ttlMs: Math.max(0, Number(rows[0]!.ms)) }
+    /**
+     * The user's rows of the last window, by the database clock, and when the oldest leaves
+     * it; and the number the user's next admission gets (`next`). Run it under the user's
+     * admission lock when the answer decides an admission.
+     *
+     * Its cost does not grow with the user's history, nor with the window's rows: admissions
+     * are numbered (user_seq), so the window holds the rows from its oldest one's number to
+     * the newest number, read from two index entries. Rows are never removed from inside a
+     * window (retention keeps far more), and a row admitted later has a later created_at
+     * (each is written under the lock, after the one before committed), so that difference
+     * is the count. Should the clock step back, the count errs high, never low. While the
+     * window holds rows without a number (from before the numbering, or written around
+     * this module), their rows are counted, at most up to `countUpTo`: enough to decide an
+     * admission against that limit.
+     */
+    async window (executor: Executor, userid: number, windowSeconds: number, countUpTo: number): Promise<{ count: number, ttlMs: number, next: number }> {
+      const since = secondsAgo(engine, windowSeconds)
+      const inWindow = sql`userid = ${userid} AND created_at > ${since}`
+      const { rows } = await sql<{ newest: number | null, first_seq: number | null, oldest: unknown, unnumbered: number, ms: number | null }>`
+        SELECT w.newest, w.first_seq, w.oldest, w.unnumbered, ${msUntil(engine, sql`w.oldest`, windowSeconds)} AS ms
+        FROM (SELECT
+          (SELECT MAX(user_seq) FROM requests WHERE userid = ${userid}) AS newest,
+          (SELECT user_seq FROM requests WHERE ${inWindow} ORDER BY created_at, id LIMIT 1) AS first_seq,
+          (SELECT MIN(created_at) FROM requests WHERE ${inWindow}) AS oldest,
+          EXISTS (SELECT 1 FROM requests WHERE userid = ${userid} AND user_seq IS NULL AND created_at > ${since}) AS unnumbered
+        ) w`.execute(executor)
+      const row = rows[0]!
+      const next = Number(row.newest ?? 0) + 1
+      if (row.oldest === null) return { count: 0, ttlMs: 0, next }
+      const ttlMs = Math.max(0, Number(row.ms))
+      if (Number(row.unnumbered) === 0 && row.first_seq !== null && row.newest !== null) {
+        return { count: Number(row.newest) - Number(row.first_seq) + 1, ttlMs, next }
+      }
+      const bound = Math.max(1, Math.min(Math.floor(countUpTo), 2 ** 31 - 1))
+      const counted = await sql<{ n: number }>`SELECT COUNT(*) AS n FROM (SELECT 1 AS one FROM requests WHERE ${inWindow} LIMIT ${sql.lit(bound)}) AS w`.execute(executor)
+      return { count: Number(counted.rows[0]!.n), ttlMs, next }
     },
 
     /** Logs an admitted request, incomplete; returns its id. */
@@ -160,9 +186,9 @@ export function createRequests (db: Kysely<Database>, engine: Engine) {
      * answer is undefined. Inserting first rather than looking first is what makes two
      * admissions with one key, on any instances, unable to both pass.
      */
-    async insertUnlessKeyTaken (executor: Executor, userid: number, record: RequestRecord): Promise<number | undefined> {
+    async insertUnlessKeyTaken (executor: Executor, userid: number, record: RequestRecord, seq: number): Promise<number | undefined> {
       try {
-        return await insert(executor, userid, record)
+        return await insert(executor, userid, record, seq)
       } catch (error) {
         if (isKeyTaken(error)) return undefined
         throw error
@@ -295,6 +321,40 @@ export function createRequests (db: Kysely<Database>, engine: Engine) {
       // rare: find out which (an update within the same millisecond may also count as no change)
       const still = new Set((await db.selectFrom('requests').select('id').where(held).execute()).map((row) => row.id))
       return new Set(runs.filter(({ id }) => !still.has(id)).map(({ id }) => id))
+    },
+
+    /**
+     * Up to `limit` complete dumps admitted more than `olderThanSeconds` ago, oldest first,
+     * found through the created_at index (only the rows returned, and incomplete ones met
+     * on the way, are read). A dump still running is never retired.
+     */
+    async expired (olderThanSeconds: number, limit: number): Promise<Array<{ id: number, userid: number }>> {
+      return await db.selectFrom('requests').select(['id', 'userid'])
+        .where('created_at', '<', secondsAgo(engine, olderThanSeconds)).where('status', '=', 1)
+        .orderBy('created_at').limit(limit)
+        .execute()
+    },
+
+    /**
+     * Takes an expired dump for removal, atomically: only while it is still complete, still
+     * older than `olderThanSeconds`, and not taken by another sweep within the last
+     * `leaseSeconds` (a complete row's heartbeat is otherwise its completion), so that of
+     * several instances sweeping at once exactly one removes it; one that stopped halfway
+     * leaves it to be taken again after the lease. Whether this caller got it.
+     */
+    async claimExpired (id: number, olderThanSeconds: number, leaseSeconds: number): Promise<boolean> {
+      const update = await db.updateTable('requests').set({ heartbeat_at: now(engine) })
+        .where('id', '=', id).where('status', '=', 1)
+        .where('created_at', '<', secondsAgo(engine, olderThanSeconds))
+        .where('heartbeat_at', '<=', secondsAgo(engine, leaseSeconds))
+        .executeTakeFirst()
+      return Number(update.numUpdatedRows) > 0
+    },
+
+    /** Deletes a dump's row (its outcomes go with it); whether it was there. */
+    async remove (id: number): Promise<boolean> {
+      const deleted = await db.deleteFrom('requests').where('id', '=', id).executeTakeFirst()
+      return Number(deleted.numDeletedRows) > 0
     }
   }
 }

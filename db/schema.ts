@@ -56,6 +56,11 @@ export interface RequestsTable {
   failed: ColumnType<number | null, never, number | null>
   /** the dump this one retries the failed images of (POST /v1/dumps/{id}/retry) */
   retry_of: ColumnType<number | null, number | null | undefined, never>
+  /**
+   * The user's admissions numbered 1, 2, 3, … in admission order; null on rows from before
+   * the numbering. The quota counts a window from it (db/requests.ts).
+   */
+  user_seq: ColumnType<number | null, number | null | undefined, never>
 }
 
 /** The outcome of each image of a dump, recorded as it happens; an image without a row is pending. */

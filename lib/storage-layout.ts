@@ -5,7 +5,8 @@
  *   <userid>/<requestId>/<imageId>.part    the same image while it is being written
  *
  * The image fetcher writes through it (resolve, partPath, imagePath, storedPath); the dumps
- * plugin finds and removes files through it. No other module builds a storage path.
+ * plugin finds and removes files through it, and the retention sweep removes old dumps'
+ * folders. No other module builds a storage path.
  *
  * A target is made by the server, never taken from a request, and is still checked: its
  * name is one safe path segment and its folder cannot leave the root.
@@ -123,6 +124,16 @@ export function createStorageLayout (storageDir: string) {
     async removeDump (userid: number, requestId: number): Promise<void> {
       const folder = dumpFolder(userid, requestId)
       if (folder !== null) await removeFiles(folder, () => true)
+    },
+
+    /**
+     * Removes a dump's folder and every file in it, for good (retention). A folder already
+     * gone is no error. The user's folder stays: removing it could race a dump of theirs
+     * that is creating its folder in it at that moment.
+     */
+    async removeDumpFolder (userid: number, requestId: number): Promise<void> {
+      const folder = dumpFolder(userid, requestId)
+      if (folder !== null) await rm(folder, { recursive: true, force: true })
     },
 
     /**

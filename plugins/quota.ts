@@ -65,7 +65,8 @@ class Refusal {
 /**
  * The quota as plain functions over the request log. Admission is one transaction under
  * the user's admission lock: count the user's rows of the last window by the database
- * clock, and insert the new row only when under the limit. Every
+ * clock (at a cost that does not grow with them: db/requests.ts), and insert the new row,
+ * numbered, only when under the limit. Every
  * instance sharing the database serialises on that row lock, so the limit holds across
  * processes, and nothing is kept in memory, so a restart forgets nothing.
  */
@@ -83,31 +84,31 @@ export function createQuotaService (db: Kysely<Database>, engine: Engine, option
   }
 
   async function countThenInsert (trx: Executor, userid: number, limit: number, record: QuotaRecord): Promise<Admission> {
-    const { count, ttlMs } = await requests.window(trx, userid, windowSeconds)
+    const { count, ttlMs, next } = await requests.window(trx, userid, windowSeconds, limit)
     if (count >= limit) return { admitted: false, current: count + 1, ttlMs }
-    const requestId = await requests.insert(trx, userid, record)
+    const requestId = await requests.insert(trx, userid, record, next)
     return { admitted: true, current: count + 1, ttlMs: count === 0 ? windowSeconds * 1000 : ttlMs, requestId }
   }
 
   /**
-   * With an idempotency key the row is inserted first: the unique index on (userid, key)
-   * decides whether the key is new (then the quota is counted, the new row included, and
-   * the insert rolled back when past the limit) or already names a dump (then that dump
-   * is the answer, whatever the quota: a replay takes no slot).
+   * With an idempotency key the row is inserted before the limit is applied: the unique
+   * index on (userid, key) decides whether the key is new (then the insert is rolled back
+   * when it would pass the limit) or already names a dump (then that dump is the answer,
+   * whatever the quota: a replay takes no slot).
    */
   async function insertThenCount (trx: Executor, userid: number, limit: number, record: QuotaRecord, key: string): Promise<Admission> {
     // a key past its lifetime no longer names its old dump: this admission takes it over
     await requests.releaseExpiredKey(trx, userid, key, keySeconds)
-    const requestId = await requests.insertUnlessKeyTaken(trx, userid, record)
-    const { count, ttlMs } = await requests.window(trx, userid, windowSeconds)
+    const { count, ttlMs, next } = await requests.window(trx, userid, windowSeconds, limit)
+    const requestId = await requests.insertUnlessKeyTaken(trx, userid, record, next)
     if (requestId === undefined) {
       const owner = await requests.keyOwner(trx, userid, key)
       // the user's admission lock is held: the row the index found cannot have gone since
       if (owner === undefined) throw new Error(`idempotency key of user ${userid} refused as taken, yet it names no dump`)
       return { admitted: false, current: count, ttlMs, replayOf: owner }
     }
-    if (count > limit) throw new Refusal({ admitted: false, current: count, ttlMs })
-    return { admitted: true, current: count, ttlMs: count === 1 ? windowSeconds * 1000 : ttlMs, requestId }
+    if (count >= limit) throw new Refusal({ admitted: false, current: count + 1, ttlMs })
+    return { admitted: true, current: count + 1, ttlMs: count === 0 ? windowSeconds * 1000 : ttlMs, requestId }
   }
 
   async function admitOnce (userid: number, limit: number, record: QuotaRecord): Promise<Admission> {
@@ -126,6 +127,8 @@ export function createQuotaService (db: Kysely<Database>, engine: Engine, option
 
   return {
     windowSeconds,
+    /** how long an idempotency key names its dump, in seconds */
+    idempotencyKeySeconds: keySeconds,
     limitFor,
 
     /**
@@ -153,7 +156,7 @@ export function createQuotaService (db: Kysely<Database>, engine: Engine, option
 
     async usage (principal: Principal): Promise<Usage> {
       const limit = limitFor(principal.plan)
-      const { count, ttlMs } = await requests.window(db, principal.userid, windowSeconds)
+      const { count, ttlMs } = await requests.window(db, principal.userid, windowSeconds, limit)
       return {
         plan: principal.plan,
         limit,

@@ -73,3 +73,11 @@ t.test('the per-host limit follows DOWNLOAD_CONCURRENCY unless set', async (t) =
 t.test('an empty variable counts as unset', async (t) => {
   t.equal(loadConfig({ PORT: '' }).port, 3000)
 })
+
+t.test('RETENTION_DAYS: unset keeps everything; a whole number of days, at least one', async (t) => {
+  t.equal(loadConfig({}).retentionDays, null, 'keep everything by default')
+  t.equal(loadConfig({ RETENTION_DAYS: '30' }).retentionDays, 30)
+  for (const bad of ['0', '-1', '1.5', '0.04', '30d', '1000000']) {
+    t.throws(() => loadConfig({ RETENTION_DAYS: bad }), { name: 'ConfigError', message: /^RETENTION_DAYS=.* is invalid: expected a whole number of days, at least 1/ }, `${bad} is refused`)
+  }
+})

@@ -46,12 +46,12 @@ const versionIn = async (packageJson: string): Promise<string> => (JSON.parse(aw
 
 await timed('build', buildDist)
 
-t.test('the tarball holds the built code, its declarations, the README and users.txt, and nothing else', async (t) => {
+t.test('the tarball holds the built code, its declarations, the README, the license and users.txt, and nothing else', async (t) => {
   const dry = await timed('pack --dry-run', () => npm(['pack', '--dry-run', '--json'], root))
   t.equal(dry.code, 0, 'npm pack --dry-run', { output: dry.output })
   const files = (JSON.parse(dry.stdout) as Array<{ files: Array<{ path: string }> }>)[0]!.files.map((f) => f.path).sort()
 
-  t.same(files.filter((path) => !/^dist\/.+\.(js|d\.ts)$/.test(path)), ['README.md', 'package.json', 'users.txt'],
+  t.same(files.filter((path) => !/^dist\/.+\.(js|d\.ts)$/.test(path)), ['LICENSE', 'README.md', 'package.json', 'users.txt'],
     'besides dist/**/*.js and *.d.ts: the README, the package file and the sample users; no sources, tests, bench, maps or .tsbuildinfo')
   const targets = Object.values(pkg.exports).flatMap((target) => [target.types, target.default].map((path) => path.replace(/^\.\//, '')))
   t.same(targets.filter((path) => !files.includes(path)), [], 'every file package.json exports is in it')

@@ -1,0 +1,120 @@
+import fp from 'fastify-plugin'
+import type { FastifyInstance } from 'fastify'
+import { createDumpImages } from '../db/dump-images.js'
+import { createRequests } from '../db/requests.js'
+import { createStorageLayout } from '../lib/storage-layout.js'
+
+export interface RetentionOptions {
+  /** dumps admitted longer ago than this many days are removed (records, outcomes, files) */
+  retentionDays: number
+  /** the image root; the same folder the image fetcher writes to */
+  storageDir: string
+  /** how often a sweep starts, in ms (default 60 s, give or take a tenth, so instances drift apart) */
+  intervalMs?: number
+  /** dumps looked at per batch (default 50) */
+  batchSize?: number
+  /** at most this many dumps removed per sweep, so a backlog is worked off over several (default 1000) */
+  maxPerSweep?: number
+  /** a dump taken by a sweep that stopped halfway is taken again after this long, in seconds (default 600) */
+  leaseSeconds?: number
+}
+
+export interface SweepReport {
+  /** dumps this sweep removed: row, outcomes and folder */
+  removed: number
+  /** dumps it found expired but another sweep (on this or another instance) had taken */
+  takenElsewhere: number
+}
+
+/** A retention that would reach into what the quota or the idempotency keys still count on. */
+export class RetentionTooShortError extends Error {
+  override name = 'RetentionTooShortError'
+}
+
+/**
+ * Removes dumps older than the retention, a bounded batch at a time: each is first taken
+ * (db/requests.ts, claimExpired), so that of several instances sweeping at once exactly one
+ * removes it; then its folder goes (through the storage layout, the folders' owner), then
+ * its outcomes and its row. A sweep that stops halfway leaves the row, taken: it is taken
+ * again after the lease and finished, so no file outlives its record for long. A dump
+ * still running is never removed, nor anything inside the quota's window or an
+ * idempotency key's lifetime (the retention is refused when shorter than either).
+ */
+export function createRetention (fastify: FastifyInstance, options: RetentionOptions) {
+  const { db, engine } = fastify.persistence
+  const requests = createRequests(db, engine)
+  const dumpImages = createDumpImages(db, engine)
+  const storage = createStorageLayout(options.storageDir)
+  const retentionSeconds = options.retentionDays * 86_400
+  const keep = Math.max(fastify.quota.windowSeconds, fastify.quota.idempotencyKeySeconds)
+  if (!(retentionSeconds >= keep)) {
+    throw new RetentionTooShortError(`a retention of ${options.retentionDays} days would remove dumps the quota or an idempotency key still counts on (the last ${keep} s): keep them at least ${Math.ceil(keep / 86_400)} days`)
+  }
+  const batchSize = options.batchSize ?? 50
+  const maxPerSweep = options.maxPerSweep ?? 1000
+  const leaseSeconds = options.leaseSeconds ?? 600
+
+  return {
+    retentionSeconds,
+
+    /** One sweep: expired dumps removed, batch by batch, at most maxPerSweep; `stopping` ends it between dumps. */
+    async sweep (stopping: () => boolean = () => false): Promise<SweepReport> {
+      const report: SweepReport = { removed: 0, takenElsewhere: 0 }
+      while (report.removed < maxPerSweep && !stopping()) {
+        const batch = await requests.expired(retentionSeconds, Math.min(batchSize, maxPerSweep - report.removed))
+        let takenHere = 0
+        for (const { id, userid } of batch) {
+          if (stopping()) break
+          if (!await requests.claimExpired(id, retentionSeconds, leaseSeconds)) {
+            report.takenElsewhere++
+            continue
+          }
+          takenHere++
+          await storage.removeDumpFolder(userid, id)
+          await dumpImages.removeOf(id)
+          if (await requests.remove(id)) report.removed++
+        }
+        // the rest of the expired rows are taken by other sweeps, or there are none left
+        if (batch.length < batchSize || takenHere === 0) break
+      }
+      return report
+    }
+  }
+}
+
+export type Retention = ReturnType<typeof createRetention>
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    retention: Retention
+  }
+}
+
+async function retention (fastify: FastifyInstance, options: RetentionOptions): Promise<void> {
+  const service = createRetention(fastify, options)
+  fastify.decorate('retention', service)
+  const intervalMs = options.intervalMs ?? 60_000
+  let closing = false
+  let sweeping: Promise<void> | undefined
+  const run = (): void => {
+    // one sweep at a time: one slowed down by the database must not pile others behind it
+    sweeping ??= service.sweep(() => closing).then((report) => {
+      if (report.removed > 0) fastify.log.info(report, 'retention: removed dumps past their retention')
+    }, (error: unknown) => {
+      fastify.log.error({ err: error }, 'retention sweep failed; the next one tries again')
+    }).finally(() => { sweeping = undefined })
+  }
+  let timer: NodeJS.Timeout | undefined
+  const schedule = (): void => {
+    timer = setTimeout(() => { run(); schedule() }, intervalMs * (0.9 + Math.random() * 0.2))
+    timer.unref()
+  }
+  fastify.addHook('onReady', async () => { schedule() })
+  fastify.addHook('onClose', async () => {
+    closing = true
+    clearTimeout(timer)
+    await sweeping
+  })
+}
+
+export default fp(retention, { name: 'retention', fastify: '5.x', dependencies: ['persistence', 'quota'] })
