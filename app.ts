@@ -16,16 +16,20 @@ import authRoutes from './routes/auth.js'
 import dumpRoutes from './routes/dumps.js'
 import healthRoutes from './routes/health.js'
 import quotaRoutes from './routes/quota.js'
+import apiDocs, { describeRoutes } from './plugins/api-docs.js'
+import { packageInfo } from './lib/package-info.js'
 
 export interface ImageDumpOptions {
   config: Config
+  /** serve the OpenAPI document at /openapi.json and its page at /docs [true] */
+  docs?: boolean
 }
 
 /**
  * The routes, in a scope of their own: they alone get the service's body parsers, answer
  * format, error handler and connection handling, whatever scope the service is in.
  */
-async function serviceRoutes (scope: FastifyInstance, { config }: ImageDumpOptions): Promise<void> {
+async function serviceRoutes (scope: FastifyInstance, { config, docs = true }: ImageDumpOptions): Promise<void> {
   // A request still in flight when the server closes would leave its keep-alive connection
   // open until the idle timeout, holding the stop for a minute: those answers close it.
   let closing = false
@@ -39,6 +43,9 @@ async function serviceRoutes (scope: FastifyInstance, { config }: ImageDumpOptio
   useNegotiatedErrors(scope)
   useXmlAnswers(scope)
 
+  // first: they document the routes registered after them
+  describeRoutes(scope)
+  if (docs) await scope.register(apiDocs, { version: packageInfo().version })
   await scope.register(healthRoutes)
   await scope.register(authRoutes)
   await scope.register(quotaRoutes)
@@ -53,7 +60,8 @@ async function serviceRoutes (scope: FastifyInstance, { config }: ImageDumpOptio
  * a `prefix`, as many times as a host likes, it sets no error or not-found handler, parser
  * or hook outside its own routes, and its decorators stay inside it.
  */
-async function imageDump (fastify: FastifyInstance, { config }: ImageDumpOptions): Promise<void> {
+async function imageDump (fastify: FastifyInstance, options: ImageDumpOptions): Promise<void> {
+  const { config } = options
   await fastify.register(persistence, { databaseUrl: config.databaseUrl })
   await fastify.register(users, { usersFile: config.usersFile, plans: Object.keys(config.plans) })
   await fastify.register(contentNegotiation, { maxItems: config.maxItems, maxImages: config.maxImages })
@@ -72,7 +80,8 @@ async function imageDump (fastify: FastifyInstance, { config }: ImageDumpOptions
     // the embedded database belongs to this one process: whatever it left incomplete is resumed at start
     staleAfterMs: config.databaseUrl.startsWith('sqlite:') ? 0 : config.recoveryStaleMs
   })
-  await fastify.register(serviceRoutes, { config })
+  // not `options` itself: a host's `prefix` in it is already this scope's
+  await fastify.register(serviceRoutes, { config, docs: options.docs })
 }
 
 export default imageDump
