@@ -1,3 +1,4 @@
+import { getHeapStatistics } from 'node:v8'
 import Type, { type Static } from 'typebox'
 import Value from 'typebox/value'
 
@@ -28,7 +29,11 @@ export const EnvSchema = Type.Object({
   REQUEST_TIMEOUT_MS: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{3,8}$', description: 'a number of milliseconds, at least 1000' })),
   BODY_MIN_BYTES_PER_SECOND: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,9}$', description: 'a positive number of bytes per second' })),
   // Below a second the heartbeat (a quarter of it) would hammer the database for little gain.
-  RECOVERY_STALE_MS: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{3,8}$', description: 'a number of milliseconds, at least 1000' }))
+  RECOVERY_STALE_MS: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{3,8}$', description: 'a number of milliseconds, at least 1000' })),
+  // a bearer token: visible ASCII, long enough not to be guessed
+  METRICS_TOKEN: Type.Optional(Type.String({ pattern: '^[\\x21-\\x7E]{16,256}$', description: '16 to 256 visible ASCII characters' })),
+  MAX_EVENT_LOOP_DELAY_MS: Type.Optional(Type.String({ pattern: '^[0-9]{1,6}$', description: 'a number of milliseconds (0 turns the check off)' })),
+  MAX_HEAP_USED_BYTES: Type.Optional(Type.String({ pattern: '^[0-9]{1,13}$', description: 'a number of bytes (0 turns the check off)' }))
 })
 
 export interface Config {
@@ -60,6 +65,19 @@ export interface Config {
    * taken as left behind by a stopped instance and resumed, by any instance
    */
   recoveryStaleMs: number
+  /** when set, GET /metrics requires it as a Bearer token */
+  metricsToken?: string
+  /** Load shedding (@fastify/under-pressure): API requests are answered 503 + Retry-After while a limit is passed; 0 turns a check off. */
+  loadShedding: {
+    /** mean event-loop delay over the last sample */
+    maxEventLoopDelayMs: number
+    /** V8 heap in use */
+    maxHeapUsedBytes: number
+    /** how often both are sampled */
+    sampleIntervalMs: number
+    /** the Retry-After of a shed request, in seconds */
+    retryAfterSeconds: number
+  }
 }
 
 export const defaults: Config = {
@@ -85,7 +103,16 @@ export const defaults: Config = {
   shutdownGraceMs: 25_000,
   logLevel: 'info',
   plans: { gold: 100, silver: 50, bronze: 25 },
-  recoveryStaleMs: 60_000
+  recoveryStaleMs: 60_000,
+  loadShedding: {
+    // a mean delay of a second over a second means the loop did little else: far past what a
+    // busy machine shows (tens of ms), so only a stuck process sheds
+    maxEventLoopDelayMs: 1000,
+    // 90 % of the heap V8 may grow to (--max-old-space-size): past it, collection takes over
+    maxHeapUsedBytes: Math.floor(getHeapStatistics().heap_size_limit * 0.9),
+    sampleIntervalMs: 1000,
+    retryAfterSeconds: 10
+  }
 }
 
 export class ConfigError extends Error {
@@ -143,7 +170,13 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     shutdownGraceMs: int('SHUTDOWN_GRACE_MS', defaults.shutdownGraceMs),
     logLevel: e.LOG_LEVEL ?? defaults.logLevel,
     plans: e.PLANS === undefined ? { ...defaults.plans } : parsePlans(e.PLANS),
-    recoveryStaleMs: int('RECOVERY_STALE_MS', defaults.recoveryStaleMs)
+    recoveryStaleMs: int('RECOVERY_STALE_MS', defaults.recoveryStaleMs),
+    ...(e.METRICS_TOKEN === undefined ? {} : { metricsToken: e.METRICS_TOKEN }),
+    loadShedding: {
+      ...defaults.loadShedding,
+      maxEventLoopDelayMs: int('MAX_EVENT_LOOP_DELAY_MS', defaults.loadShedding.maxEventLoopDelayMs),
+      maxHeapUsedBytes: int('MAX_HEAP_USED_BYTES', defaults.loadShedding.maxHeapUsedBytes)
+    }
   }
   if (config.port > 65535) throw new ConfigError(`PORT=${JSON.stringify(e.PORT)} is invalid: expected a TCP port number (0-65535)`)
   return config

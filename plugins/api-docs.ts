@@ -16,7 +16,7 @@ import swaggerUi from '@fastify/swagger-ui'
 import type { FastifyInstance, RouteOptions } from 'fastify'
 import { SECURITY_SCHEMES, addSecuritySchemes, documentRoute, type DocumentContext } from './api-docs/document.js'
 
-export { describe, QUOTA_HEADERS } from './api-docs/document.js'
+export { describe, METRICS_BEARER, QUOTA_HEADERS } from './api-docs/document.js'
 
 export interface ApiDocsOptions {
   /** the document's version (the package's) */

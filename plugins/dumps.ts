@@ -4,7 +4,7 @@ import { createDumpImages } from '../db/dump-images.js'
 import { createRequests } from '../db/requests.js'
 import { createStorageLayout } from '../lib/storage-layout.js'
 import { serializeDocument } from './content-negotiation/xml-writer.js'
-import { createDumpRunner } from './dumps/dump-run.js'
+import { createDumpRunner, type DumpObserver } from './dumps/dump-run.js'
 import { createResumer } from './dumps/resume.js'
 import { numberBatch, readRecord, runningRecord, withOutcomes } from './dumps/records.js'
 import type { Batch, BodyFormat } from '../schemas/batch.js'
@@ -12,7 +12,7 @@ import type { DumpResult } from '../schemas/dump.js'
 import type { QuotaRecord } from './quota.js'
 import type { Principal } from './auth.js'
 
-export { DumpNotRecordedError } from './dumps/dump-run.js'
+export { DumpNotRecordedError, type DumpObserver } from './dumps/dump-run.js'
 export { imageResult, interrupt, numberBatch, progressOf, readRecord, statusOf } from './dumps/records.js'
 
 export interface DumpsOptions {
@@ -46,12 +46,34 @@ export function createDumpsService (fastify: FastifyInstance, options: DumpsOpti
   // another instance may take its dump over, so that the two never write the same files.
   // Heartbeats come at least four times per lease, so one slow round trip stops nothing.
   const leaseMs = sweepAfterMs / 2
-  const runner = createDumpRunner({ fetcher: fastify.imageFetcher, storage, requests, dumpImages, log: fastify.log, recording: options.recording })
+  const observers = new Set<DumpObserver>()
+  // each listener on its own: one that throws is logged and stops nothing else
+  const tell = <K extends keyof DumpObserver>(event: K, ...args: Parameters<NonNullable<DumpObserver[K]>>): void => {
+    for (const observer of observers) {
+      try {
+        (observer[event] as ((...a: typeof args) => void) | undefined)?.(...args)
+      } catch (error) {
+        fastify.log.error({ err: error, event }, 'a dump observer failed')
+      }
+    }
+  }
+  const observer: DumpObserver = {
+    started: (...args) => tell('started', ...args),
+    image: (...args) => tell('image', ...args),
+    ended: (...args) => tell('ended', ...args)
+  }
+  const runner = createDumpRunner({ fetcher: fastify.imageFetcher, storage, requests, dumpImages, log: fastify.log, recording: options.recording, observer })
   const resumer = createResumer({ requests, dumpImages, storage, runner, log: fastify.log, maxResumes: options.maxResumes ?? 5 })
   // dumps that run on after their request was answered; the app's close waits for them
   const background = new Set<Promise<void>>()
 
   return {
+    /** Tells `observer` of every run, image outcome and completion on this instance from now on; returns the function that stops it. */
+    observe (listener: DumpObserver): () => void {
+      observers.add(listener)
+      return () => { observers.delete(listener) }
+    },
+
     /** The folder the files `image` names are relative to. */
     storageRoot: storage.root,
     sweepAfterMs,

@@ -41,7 +41,7 @@ export default async function authRoutes (fastify: FastifyInstance): Promise<voi
         if (credentials !== undefined) request.body = credentials
       }
     },
-    config: { xmlRoot: 'token', accepts: 'application/json or application/x-www-form-urlencoded', bodyLimitName: 'the limit of a login' }
+    config: { countsAsLogin: true, xmlRoot: 'token', accepts: 'application/json or application/x-www-form-urlencoded', bodyLimitName: 'the limit of a login' }
   }, async (request, reply) => {
     const { username, passwordHash } = request.body
     const result = await fastify.imageDumpAuth.login(username, passwordHash, request.ip)

@@ -17,7 +17,7 @@ export default async function healthRoutes (fastify: FastifyInstance): Promise<v
         503: describe(HealthSchema, { description: 'The service is up but its database does not answer.' })
       }
     },
-    config: { xmlRoot: 'health' }
+    config: { xmlRoot: 'health', shedLoad: false }
   }, async (request, reply) => {
     const report = await fastify.persistence.health()
     if (report.ok) return { status: 'ok', database: 'reachable' }

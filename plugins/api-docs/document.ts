@@ -94,9 +94,11 @@ const RETRY_AFTER = header('seconds to wait before trying again', { type: 'integ
 /** The security schemes of the routes; named for the service, so that a host's document can hold them beside its own. */
 export const BEARER = 'imageDumpBearer'
 export const BASIC = 'imageDumpBasic'
+export const METRICS_BEARER = 'imageDumpMetrics'
 export const SECURITY_SCHEMES: Readonly<Record<string, { type: 'http', scheme: string, bearerFormat?: string, description: string }>> = {
   [BEARER]: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT', description: 'a token from POST /v1/auth/token' },
-  [BASIC]: { type: 'http', scheme: 'basic', description: 'username and passwordHash (hex SHA-256 of the password), for POST /v1/auth/token only' }
+  [BASIC]: { type: 'http', scheme: 'basic', description: 'username and passwordHash (hex SHA-256 of the password), for POST /v1/auth/token only' },
+  [METRICS_BEARER]: { type: 'http', scheme: 'bearer', description: 'METRICS_TOKEN, for GET /metrics when it is set' }
 }
 
 /** Adds the service's security schemes to a document that lacks them (a host's, documenting the service's routes too). */

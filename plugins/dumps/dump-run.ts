@@ -67,6 +67,16 @@ export class DumpRun {
   }
 }
 
+/** What a runner tells as it goes (metrics, live progress); a listener must not throw. */
+export interface DumpObserver {
+  /** a run of a dump starts: its admission's, or a resumption */
+  started?: (requestId: number) => void
+  /** an image of it has its outcome (an interrupted download is none: the image stays pending) */
+  image?: (requestId: number, result: ImageResult) => void
+  /** the run ended: with the dump's final record once it completed it, else undefined */
+  ended?: (requestId: number, result: DumpResult | undefined) => void
+}
+
 export interface DumpRunnerOptions {
   fetcher: ImageFetcher
   storage: StorageLayout
@@ -75,10 +85,11 @@ export interface DumpRunnerOptions {
   log: FastifyBaseLogger
   /** the recording cadence (outcome-recorder.ts) */
   recording?: { maxBatch?: number, maxDelayMs?: number }
+  observer?: DumpObserver
 }
 
 export function createDumpRunner (options: DumpRunnerOptions) {
-  const { fetcher, storage, requests, dumpImages, log } = options
+  const { fetcher, storage, requests, dumpImages, log, observer = {} } = options
   const runs = new Map<number, DumpRun>()
   const executing = new Set<Promise<unknown>>()
 
@@ -108,6 +119,8 @@ export function createDumpRunner (options: DumpRunnerOptions) {
       onError: (error) => { log.warn({ err: error, requestId }, 'recording image outcomes failed; trying again') }
     })
     run.recorder = recorder
+    observer.started?.(requestId)
+    let completed: DumpResult | undefined
     try {
       await Promise.all(imagesOf(items).filter((image) => image.status === 'PENDING').map(async (image) => {
         const outcome = await fetcher.fetchImage(image.url, storage.dumpTarget(userid, requestId, image.imageId), run.group)
@@ -116,6 +129,7 @@ export function createDumpRunner (options: DumpRunnerOptions) {
         if (interrupted(result)) return
         results.set(image.imageId, result)
         recorder.add(result)
+        observer.image?.(requestId, result)
       }))
       if (run.stopped === undefined) {
         await recorder.flush().catch((error: unknown) => {
@@ -129,9 +143,10 @@ export function createDumpRunner (options: DumpRunnerOptions) {
       if (imagesOf(done).some((image) => image.status === 'PENDING')) throw notFinished(requestId, 'stopping')
       const result = finalRecord(requestId, done)
       const written = await complete(run, Buffer.from(serializeDocument(result, format, 'result')))
-      if (written === 'written') return result
+      if (written === 'written') return (completed = result)
       throw notFinished(requestId, written)
     } finally {
+      observer.ended?.(requestId, completed)
       recorder.stop()
       runs.delete(requestId)
     }

@@ -74,7 +74,7 @@ const document = await documentOf(app)
 
 t.test('the document is valid OpenAPI 3.1', async (t) => {
   await assertValidOpenApi(t, document, '/openapi.json')
-  t.same(Object.keys(document.components.securitySchemes).sort(), ['imageDumpBasic', 'imageDumpBearer'])
+  t.same(Object.keys(document.components.securitySchemes).sort(), ['imageDumpBasic', 'imageDumpBearer', 'imageDumpMetrics'])
   t.match(document.components.securitySchemes.imageDumpBearer, { type: 'http', scheme: 'bearer' })
 })
 
