@@ -6,6 +6,7 @@
 import type { DumpResult } from '../schemas/dump.js'
 import type { Quota } from '../schemas/quota.js'
 import type { TokenResponse } from '../schemas/auth.js'
+import { parseRecord } from './records.js'
 
 export const EXIT = { OK: 0, SOME_FAILED: 1, REFUSED: 2, UNREACHABLE: 3 } as const
 
@@ -75,7 +76,10 @@ export function createClient (server: string, token?: string) {
         headers: { 'content-type': contentType, prefer: 'respond-async', 'idempotency-key': idempotencyKey }
       }),
 
-    dump: async (requestId: number) => (await json<DumpResult>('GET', `/v1/dumps/${requestId}`)).body,
+    dump: async (requestId: number): Promise<DumpResult> => {
+      const response = await request('GET', `/v1/dumps/${requestId}`)
+      return parseRecord(await response.text(), response.headers.get('content-type'))
+    },
 
     quota: async () => (await json<Quota>('GET', '/v1/quota')).body,
 

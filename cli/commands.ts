@@ -5,7 +5,7 @@
  */
 import { createHash, randomUUID } from 'node:crypto'
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises'
-import { basename, extname, join } from 'node:path'
+import { extname, join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { DumpResult, ImageResult, Progress } from '../schemas/dump.js'
 import { CliError, EXIT, createClient, type Client } from './client.js'
@@ -128,11 +128,12 @@ export async function status (context: Context, requestId: number, options: { js
   return exitCodeOf(record)
 }
 
-/** The file name of a stored image: the name the service gave it (`<imageId>.<ext>`). */
+const EXTENSIONS: Readonly<Record<string, string>> = { 'image/jpeg': 'jpg', 'image/svg+xml': 'svg' }
+
+/** The file name of a stored image, as the service names it: `<imageId>.<extension of its type>`. */
 export function fileNameOf (image: ImageResult): string {
-  const name = basename(image.location ?? '')
-  if (/^[A-Za-z0-9._-]+$/.test(name) && !name.startsWith('.')) return name
-  const extension = (image.contentType ?? '').replace(/^image\//, '').replace(/[^a-z0-9]/g, '')
+  const type = image.contentType ?? ''
+  const extension = EXTENSIONS[type] ?? type.replace(/^image\//, '').replace(/[^a-z0-9]/g, '')
   return extension === '' ? String(image.imageId) : `${image.imageId}.${extension}`
 }
 

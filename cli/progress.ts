@@ -36,6 +36,8 @@ export function createProgressView (stream: NodeJS.WriteStream, requestId: numbe
     stream,
     format: `{spinner} dump ${requestId} [{bar}] {value}/{total} images | {succeeded} stored, {failed} failed | {duration_formatted}`,
     barsize: 30,
+    barCompleteChar: '\u2588',
+    barIncompleteChar: '\u2591',
     hideCursor: true,
     clearOnComplete: false,
     stopOnComplete: false,
