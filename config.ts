@@ -69,12 +69,14 @@ export interface Config {
   metricsToken?: string
   /** Load shedding (@fastify/under-pressure): API requests are answered 503 + Retry-After while a limit is passed; 0 turns a check off. */
   loadShedding: {
-    /** mean event-loop delay over the last sample */
+    /** median lateness of the event loop's timer ticks over the last delayWindowMs */
     maxEventLoopDelayMs: number
     /** V8 heap in use */
     maxHeapUsedBytes: number
-    /** how often both are sampled */
+    /** how often the heap is sampled */
     sampleIntervalMs: number
+    /** the window the event-loop delay is judged over, and how often */
+    delayWindowMs: number
     /** the Retry-After of a shed request, in seconds */
     retryAfterSeconds: number
   }
@@ -105,12 +107,13 @@ export const defaults: Config = {
   plans: { gold: 100, silver: 50, bronze: 25 },
   recoveryStaleMs: 60_000,
   loadShedding: {
-    // a mean delay of a second over a second means the loop did little else: far past what a
-    // busy machine shows (tens of ms), so only a stuck process sheds
+    // most ticks a second late for five seconds: the loop is saturated, far past what a busy
+    // machine shows (tens of ms), so only a process that cannot keep up sheds
     maxEventLoopDelayMs: 1000,
     // 90 % of the heap V8 may grow to (--max-old-space-size): past it, collection takes over
     maxHeapUsedBytes: Math.floor(getHeapStatistics().heap_size_limit * 0.9),
     sampleIntervalMs: 1000,
+    delayWindowMs: 5000,
     retryAfterSeconds: 10
   }
 }

@@ -1,5 +1,5 @@
 /**
- * Load shedding with @fastify/under-pressure: while the event loop is delayed or the heap
+ * Load shedding with @fastify/under-pressure: while the event loop is late or the heap
  * is past its limit (Config.loadShedding; sampled every second), the routes of the scope
  * it is registered in (fp: the registering scope itself) are answered 503 with
  * Retry-After, in the client's format, before any work is done. Not by the number of
@@ -9,6 +9,7 @@
  * A route with `config: { shedLoad: false }` is always answered: health and metrics must
  * stay readable when the service is under pressure, which is when they are wanted.
  */
+import { monitorEventLoopDelay } from 'node:perf_hooks'
 import fp from 'fastify-plugin'
 import underPressure from '@fastify/under-pressure'
 import type { FastifyInstance, FastifyRequest, RouteOptions } from 'fastify'
@@ -29,7 +30,8 @@ export class OverloadedError extends createServiceError('OVERLOADED', 503, 'the 
 }
 
 const REASONS: Readonly<Record<string, string>> = {
-  eventLoopDelay: 'event_loop_delay',
+  // the delay check is under-pressure's health check (createDelayCheck)
+  healthCheck: 'event_loop_delay',
   heapUsedBytes: 'heap_used'
 }
 
@@ -44,10 +46,36 @@ export function shedsLoad (limits: Config['loadShedding'], route: Pick<RouteOpti
   return (limits.maxEventLoopDelayMs > 0 || limits.maxHeapUsedBytes > 0) && route.config?.shedLoad !== false
 }
 
+/** Fewer timer ticks than this in a window: too few to tell a late loop from a few long tasks. */
+const MIN_TICKS = 3
+const RESOLUTION_MS = 10
+
+/**
+ * The event-loop check, run as under-pressure's health check every `windowMs`: late when
+ * the median lateness of the timer ticks of that window is past the limit, that is, when
+ * the loop was late for most of it. Not under-pressure's own check, which takes the mean
+ * over one second and takes a second without a tick as an endless delay: one long task (a
+ * 16 MiB body parsed on a busy machine) would then shed every request of the next second.
+ */
+function createDelayCheck (maxDelayMs: number) {
+  const monitor = monitorEventLoopDelay({ resolution: RESOLUTION_MS })
+  monitor.enable()
+  return {
+    check: async (): Promise<boolean> => {
+      const late = monitor.count >= MIN_TICKS && monitor.percentile(50) / 1e6 - RESOLUTION_MS > maxDelayMs
+      monitor.reset()
+      return !late
+    },
+    close: () => monitor.disable()
+  }
+}
+
 async function loadShedding (fastify: FastifyInstance, { limits, onShed }: LoadSheddingOptions): Promise<void> {
   const retryAfter = String(limits.retryAfterSeconds)
+  const delay = limits.maxEventLoopDelayMs > 0 ? createDelayCheck(limits.maxEventLoopDelayMs) : undefined
+  if (delay !== undefined) fastify.addHook('onClose', async () => delay.close())
   await fastify.register(underPressure, {
-    maxEventLoopDelay: limits.maxEventLoopDelayMs,
+    ...(delay === undefined ? {} : { healthCheck: delay.check, healthCheckInterval: limits.delayWindowMs }),
     maxHeapUsedBytes: limits.maxHeapUsedBytes,
     sampleInterval: limits.sampleIntervalMs,
     retryAfter: limits.retryAfterSeconds,

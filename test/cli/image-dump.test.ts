@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { buildTestApp } from '../helpers/app.js'
-import { root } from '../helpers/build.js'
+import { buildDist, root } from '../helpers/build.js'
 import { userEnv } from '../helpers/command.js'
 import { jsonBatch, xmlBatch } from '../helpers/dumps.js'
 import { makePng } from '../helpers/images.js'
@@ -24,7 +24,9 @@ import { startOrigin } from '../helpers/origin.js'
 const origin = await startOrigin()
 t.teardown(() => origin.close())
 
-const CLI = join(root, 'cli', 'image-dump.ts')
+// the command as the package ships it (the bin): built once, started without a TypeScript loader
+await buildDist()
+const CLI = join(root, 'dist', 'cli', 'image-dump.js')
 const CONTROL = /[\x00-\x08\x0b-\x1f\x7f]/ // eslint-disable-line no-control-regex -- what a pipe must not get: anything but \t and \n
 
 interface Result { code: number | null, stdout: string, stderr: string }
@@ -32,7 +34,7 @@ interface Result { code: number | null, stdout: string, stderr: string }
 /** Runs the command with `args`, `input` on its stdin, against `env`. */
 async function imageDump (env: Record<string, string>, args: string[], input = ''): Promise<Result> {
   return await new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], { cwd: root, env: { ...userEnv(), ...env }, stdio: ['pipe', 'pipe', 'pipe'] })
+    const child = spawn(process.execPath, [CLI, ...args], { cwd: root, env: { ...userEnv(), ...env }, stdio: ['pipe', 'pipe', 'pipe'] })
     let stdout = ''
     let stderr = ''
     child.stdout.on('data', (chunk: Buffer) => { stdout += chunk.toString() })
@@ -173,7 +175,7 @@ t.test('in a terminal, the progress is one line drawn in place', { skip: tmux ? 
   }
   t.teardown(() => { spawnSync('tmux', ['-L', socket, 'kill-server']) })
   const environment = Object.entries({ ...env, PATH: process.env['PATH'] ?? '' }).map(([key, value]) => `${key}='${value}'`).join(' ')
-  tmuxRun('new-session', '-d', '-s', 'cli', '-x', '150', '-y', '12', `env -i HOME='${dir}' TERM=xterm-256color ${environment} '${process.execPath}' --import tsx '${CLI}' push '${feed}'; echo "EXIT=$?"; sleep 600`)
+  tmuxRun('new-session', '-d', '-s', 'cli', '-x', '150', '-y', '12', `env -i HOME='${dir}' TERM=xterm-256color ${environment} '${process.execPath}' '${CLI}' push '${feed}'; echo "EXIT=$?"; sleep 600`)
   const screen = (): string => tmuxRun('capture-pane', '-p', '-t', 'cli')
   async function until (what: RegExp): Promise<string> {
     for (let i = 0; i < 300; i++) {

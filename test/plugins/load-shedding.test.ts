@@ -44,7 +44,6 @@ async function untilShed (app: FastifyInstance): Promise<number> {
 }
 
 t.test('past the heap limit, the API is answered 503 with Retry-After; health and metrics still answer', async (t) => {
-  // the delay check off: at 10 ms a sample can hold no timer tick, which under-pressure takes as an endless delay
   const app = await appWith(t, { maxHeapUsedBytes: 1, maxEventLoopDelayMs: 0, retryAfterSeconds: 7 })
   await untilShed(app)
   const json = await app.inject({ method: 'POST', url: '/v1/auth/token', payload: { username: 'alice', passwordHash: '0'.repeat(64) } })
@@ -60,6 +59,38 @@ t.test('past the heap limit, the API is answered 503 with Retry-After; health an
   t.ok((metrics.get(series('image_dump_load_shed_total', { reason: 'heap_used' })) ?? 0) >= 3, 'every shed request is counted, by reason')
 })
 
+/** Keeps the loop busy for `ms`, in one piece: one long task. */
+function busy (ms: number): void {
+  const end = performance.now() + ms
+  while (performance.now() < end) { /* the long task */ }
+}
+
+t.test('one long task does not shed', async (t) => {
+  const app = await appWith(t, { maxHeapUsedBytes: 0, maxEventLoopDelayMs: 100, delayWindowMs: 200 })
+  busy(1000)
+  // the windows that follow, each judged: none may shed
+  for (let i = 0; i < 10; i++) {
+    t.equal((await app.inject({ method: 'GET', url: '/v1/quota' })).statusCode, 401, `after the task, try ${i + 1}`)
+    await sleep(60)
+  }
+})
+
+t.test('a loop late for a whole window sheds, and says why', async (t) => {
+  const app = await appWith(t, { maxHeapUsedBytes: 0, maxEventLoopDelayMs: 100, delayWindowMs: 600, retryAfterSeconds: 3 })
+  // every timer tick comes 150 ms late, as under a queue of work; asked between the pieces
+  let shed: { statusCode: number, headers: Record<string, unknown> } | undefined
+  for (let piece = 0; piece < 40 && shed === undefined; piece++) {
+    busy(150)
+    await new Promise((resolve) => setImmediate(resolve))
+    const response = await app.inject({ method: 'GET', url: '/v1/quota' })
+    if (response.statusCode === 503) shed = response
+  }
+  t.equal(shed?.statusCode, 503, 'shed')
+  t.equal(shed?.headers['retry-after'], '3')
+  const metrics = await scrape(app)
+  t.ok((metrics.get(series('image_dump_load_shed_total', { reason: 'event_loop_delay' })) ?? 0) >= 1, 'counted as event_loop_delay')
+})
+
 t.test('with the checks off nothing is shed, whatever the heap', async (t) => {
   const app = await appWith(t, { maxHeapUsedBytes: 0, maxEventLoopDelayMs: 0 })
   // as many sample intervals as the test above needed at most
@@ -69,8 +100,9 @@ t.test('with the checks off nothing is shed, whatever the heap', async (t) => {
   }
 })
 
-t.test('the defaults: a second of mean event-loop delay, 90 % of the heap limit', async (t) => {
+t.test('the defaults: a second of median event-loop delay over five seconds, 90 % of the heap limit', async (t) => {
   t.equal(defaults.loadShedding.maxEventLoopDelayMs, 1000)
+  t.equal(defaults.loadShedding.delayWindowMs, 5000)
   t.ok(defaults.loadShedding.maxHeapUsedBytes > 0)
   const config = loadConfig({ MAX_EVENT_LOOP_DELAY_MS: '250', MAX_HEAP_USED_BYTES: '0' })
   t.equal(config.loadShedding.maxEventLoopDelayMs, 250)
