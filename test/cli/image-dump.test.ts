@@ -21,6 +21,9 @@ import { jsonBatch, xmlBatch } from '../helpers/dumps.js'
 import { makePng } from '../helpers/images.js'
 import { startOrigin } from '../helpers/origin.js'
 
+// some twenty processes are started, each a Node.js start: seconds apiece on a loaded machine
+t.setTimeout(360_000)
+
 const origin = await startOrigin()
 t.teardown(() => origin.close())
 

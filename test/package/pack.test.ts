@@ -178,4 +178,10 @@ t.test('installed in a new project, a host compiles against its types and runs i
   t.equal((await call('/staff/me', bearer(serviceToken))).status, 401, 'and with a token of the /images copy: its own database, its own secrets')
 
   t.equal(await server.stop(), 0, 'the host stops cleanly')
+
+  // the package's bin, as npm linked it, talking to the host's copy of the service
+  const bin = join(host, 'node_modules', '.bin', 'image-dump')
+  const help = await run(bin, ['--help'], { cwd: host, env: userEnv() })
+  t.equal(help.code, 0, 'the installed bin runs', { output: help.output })
+  t.match(help.output, /Usage: image-dump \[options\] \[command\]/)
 })
