@@ -22,7 +22,7 @@ import { makePng } from '../helpers/images.js'
 import { startOrigin } from '../helpers/origin.js'
 
 // some twenty processes are started, each a Node.js start: seconds apiece on a loaded machine
-t.setTimeout(360_000)
+t.setTimeout(600_000)
 
 const origin = await startOrigin()
 t.teardown(() => origin.close())
