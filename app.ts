@@ -58,7 +58,7 @@ async function serviceRoutes (scope: FastifyInstance, { config, docs = true, met
   if (serveMetrics) await scope.register(metricsRoutes, { token: config.metricsToken })
   await scope.register(authRoutes)
   await scope.register(quotaRoutes)
-  await scope.register(dumpRoutes, { bodyLimit: config.bodyLimitBytes })
+  await scope.register(dumpRoutes, { bodyLimit: config.bodyLimitBytes, events: { maxStreamsPerUser: config.eventsMaxStreamsPerUser } })
 }
 
 /**
@@ -87,7 +87,8 @@ async function imageDump (fastify: FastifyInstance, options: ImageDumpOptions): 
   await fastify.register(dumps, {
     storageDir: config.storageDir,
     // the embedded database belongs to this one process: whatever it left incomplete is resumed at start
-    staleAfterMs: config.databaseUrl.startsWith('sqlite:') ? 0 : config.recoveryStaleMs
+    staleAfterMs: config.databaseUrl.startsWith('sqlite:') ? 0 : config.recoveryStaleMs,
+    events: { pollMs: config.eventsPollMs }
   })
   await fastify.register(metrics)
   // not `options` itself: a host's `prefix` in it is already this scope's

@@ -33,7 +33,11 @@ export const EnvSchema = Type.Object({
   // a bearer token: visible ASCII, long enough not to be guessed
   METRICS_TOKEN: Type.Optional(Type.String({ pattern: '^[\\x21-\\x7E]{16,256}$', description: '16 to 256 visible ASCII characters' })),
   MAX_EVENT_LOOP_DELAY_MS: Type.Optional(Type.String({ pattern: '^[0-9]{1,6}$', description: 'a number of milliseconds (0 turns the check off)' })),
-  MAX_HEAP_USED_BYTES: Type.Optional(Type.String({ pattern: '^[0-9]{1,13}$', description: 'a number of bytes (0 turns the check off)' }))
+  MAX_HEAP_USED_BYTES: Type.Optional(Type.String({ pattern: '^[0-9]{1,13}$', description: 'a number of bytes (0 turns the check off)' })),
+  // Each open events stream of a running dump reads the database this often: below 100 ms
+  // a few hundred streams would be a load of their own.
+  EVENTS_POLL_MS: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{2,6}$', description: 'a number of milliseconds, at least 100' })),
+  EVENTS_MAX_STREAMS_PER_USER: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,3}$', description: 'a positive integer' }))
 })
 
 export interface Config {
@@ -80,6 +84,10 @@ export interface Config {
     /** the Retry-After of a shed request, in seconds */
     retryAfterSeconds: number
   }
+  /** how often an events stream looks for new outcomes of a dump running on another instance */
+  eventsPollMs: number
+  /** events streams one user may hold open on one instance */
+  eventsMaxStreamsPerUser: number
 }
 
 export const defaults: Config = {
@@ -115,7 +123,9 @@ export const defaults: Config = {
     sampleIntervalMs: 1000,
     delayWindowMs: 5000,
     retryAfterSeconds: 10
-  }
+  },
+  eventsPollMs: 1000,
+  eventsMaxStreamsPerUser: 8
 }
 
 export class ConfigError extends Error {
@@ -179,7 +189,9 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
       ...defaults.loadShedding,
       maxEventLoopDelayMs: int('MAX_EVENT_LOOP_DELAY_MS', defaults.loadShedding.maxEventLoopDelayMs),
       maxHeapUsedBytes: int('MAX_HEAP_USED_BYTES', defaults.loadShedding.maxHeapUsedBytes)
-    }
+    },
+    eventsPollMs: int('EVENTS_POLL_MS', defaults.eventsPollMs),
+    eventsMaxStreamsPerUser: int('EVENTS_MAX_STREAMS_PER_USER', defaults.eventsMaxStreamsPerUser)
   }
   if (config.port > 65535) throw new ConfigError(`PORT=${JSON.stringify(e.PORT)} is invalid: expected a TCP port number (0-65535)`)
   return config

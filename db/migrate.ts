@@ -3,6 +3,7 @@ import * as initial from './migrations/001_initial.js'
 import * as exactUsernames from './migrations/002_exact_usernames_and_login_attempts.js'
 import * as idempotencyKeys from './migrations/003_idempotency_keys.js'
 import * as imageOutcomes from './migrations/004_image_outcomes.js'
+import * as dumpEvents from './migrations/005_dump_events_and_summaries.js'
 
 // Migrations are imported, not read from a folder, so the same list runs from the
 // TypeScript sources (tests, dev) and from the compiled build.
@@ -10,7 +11,8 @@ const migrations: Record<string, Migration> = {
   '001_initial': initial,
   '002_exact_usernames_and_login_attempts': exactUsernames,
   '003_idempotency_keys': idempotencyKeys,
-  '004_image_outcomes': imageOutcomes
+  '004_image_outcomes': imageOutcomes,
+  '005_dump_events_and_summaries': dumpEvents
 }
 
 const provider: MigrationProvider = { getMigrations: async () => migrations }

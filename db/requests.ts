@@ -12,6 +12,30 @@ export interface RequestRecord {
   data: Buffer | null
   /** the client's Idempotency-Key and the SHA-256 of its canonical batch, when it sent one */
   idempotency?: { key: string, batchSha256: Buffer }
+  /** how many images the dump has */
+  images?: number
+  /** the dump whose failed images this one retries */
+  retryOf?: number
+}
+
+/** A complete dump's final status and counts, kept beside its record for the list of dumps. */
+export interface Completion {
+  status: 'SUCCESS' | 'PARTIAL' | 'FAILURE'
+  succeeded: number
+  failed: number
+}
+
+/** A row of the list of a user's dumps: the counts are null on rows kept before they were. */
+export interface ListedRequest {
+  id: number
+  dataformat: BodyFormat
+  complete: boolean
+  createdAt: Date
+  images: number | null
+  outcome: Completion['status'] | null
+  succeeded: number | null
+  failed: number | null
+  retryOf: number | null
 }
 
 /** The dump an idempotency key names. */
@@ -31,10 +55,17 @@ function isKeyTaken (error: unknown): boolean {
   return duplicate && typeof message === 'string' && message.includes('idempotency_key')
 }
 
+/** A timestamp as read back: a Date from MySQL (read in UTC), UTC text from SQLite. */
+function asUtcDate (value: Date | string): Date {
+  return value instanceof Date ? value : new Date(`${value.replace(' ', 'T')}Z`)
+}
+
 export interface StoredRequest {
   format: BodyFormat
   data: Buffer
   complete: boolean
+  /** the dump this one retries, if it is a retry */
+  retryOf?: number | null
 }
 
 /**
@@ -51,7 +82,9 @@ export function createRequests (db: Kysely<Database>, engine: Engine) {
         data: record.data,
         status: 0,
         idempotency_key: record.idempotency?.key ?? null,
-        batch_sha256: record.idempotency?.batchSha256 ?? null
+        batch_sha256: record.idempotency?.batchSha256 ?? null,
+        images: record.images ?? null,
+        retry_of: record.retryOf ?? null
       })
       .executeTakeFirstOrThrow()
     return Number(result.insertId)
@@ -178,8 +211,9 @@ export function createRequests (db: Kysely<Database>, engine: Engine) {
      * complete: 'written', or 'taken' when it was completed or claimed meanwhile by another
      * run. A retry of a write whose answer was lost finds its own data and counts as written.
      */
-    async complete (id: number, run: number, data: Buffer): Promise<'written' | 'taken'> {
-      const update = await db.updateTable('requests').set({ data, status: 1, heartbeat_at: now(engine) })
+    async complete (id: number, run: number, data: Buffer, completion: Completion): Promise<'written' | 'taken'> {
+      const update = await db.updateTable('requests')
+        .set({ data, status: 1, heartbeat_at: now(engine), outcome: completion.status, succeeded: completion.succeeded, failed: completion.failed })
         .where('id', '=', id).where('status', '=', 0).where('resumes', '=', run)
         .executeTakeFirst()
       if (Number(update.numUpdatedRows) > 0) return 'written'
@@ -189,15 +223,45 @@ export function createRequests (db: Kysely<Database>, engine: Engine) {
 
     /** One of the user's logged requests, as stored; undefined when not theirs or not recorded. */
     async find (userid: number, id: number): Promise<StoredRequest | undefined> {
-      const row = await db.selectFrom('requests').select(['dataformat', 'data', 'status'])
+      const row = await db.selectFrom('requests').select(['dataformat', 'data', 'status', 'retry_of'])
         .where('id', '=', id).where('userid', '=', userid).executeTakeFirst()
       if (row === undefined || row.data === null) return undefined
-      return { format: row.dataformat, data: Buffer.from(row.data), complete: Boolean(row.status) }
+      return { format: row.dataformat, data: Buffer.from(row.data), complete: Boolean(row.status), retryOf: row.retry_of }
+    },
+
+    /**
+     * A page of the user's dumps, newest first: at most `limit` of those with an id below
+     * `beforeId` (all with undefined). Ids grow with admission, and one user's admissions
+     * are serialised by their lock, so a page boundary never skips a dump admitted meanwhile.
+     */
+    async list (userid: number, beforeId: number | undefined, limit: number): Promise<ListedRequest[]> {
+      let query = db.selectFrom('requests')
+        .select(['id', 'dataformat', 'status', 'created_at', 'images', 'outcome', 'succeeded', 'failed', 'retry_of'])
+        .where('userid', '=', userid)
+      if (beforeId !== undefined) query = query.where('id', '<', beforeId)
+      const rows = await query.orderBy('id', 'desc').limit(limit).execute()
+      return rows.map((row) => ({
+        id: row.id,
+        dataformat: row.dataformat,
+        complete: Boolean(row.status),
+        createdAt: asUtcDate(row.created_at),
+        images: row.images,
+        outcome: row.outcome,
+        succeeded: row.succeeded,
+        failed: row.failed,
+        retryOf: row.retry_of
+      }))
+    },
+
+    /** The dump a dump retries, if it is a retry; undefined when the user has no such dump. */
+    async retryOf (userid: number, id: number): Promise<number | null | undefined> {
+      const row = await db.selectFrom('requests').select('retry_of').where('id', '=', id).where('userid', '=', userid).executeTakeFirst()
+      return row === undefined ? undefined : row.retry_of
     },
 
     /** Incomplete requests whose heartbeat is at least `olderThanMs` old, with the run that last held each. */
-    async stale (olderThanMs: number): Promise<Array<{ id: number, userid: number, dataformat: BodyFormat, data: Buffer | null, resumes: number }>> {
-      return await db.selectFrom('requests').select(['id', 'userid', 'dataformat', 'data', 'resumes'])
+    async stale (olderThanMs: number): Promise<Array<{ id: number, userid: number, dataformat: BodyFormat, data: Buffer | null, resumes: number, retry_of: number | null }>> {
+      return await db.selectFrom('requests').select(['id', 'userid', 'dataformat', 'data', 'resumes', 'retry_of'])
         .where('status', '=', 0)
         .where('heartbeat_at', '<=', secondsAgo(engine, olderThanMs / 1000))
         .execute()

@@ -47,6 +47,15 @@ export interface RequestsTable {
    * it, so a run that was taken over cannot write over the run that took it.
    */
   resumes: ColumnType<number, number | undefined, number>
+  /** how many images the dump has (NULL on rows admitted before it was kept) */
+  images: ColumnType<number | null, number | null | undefined, number | null>
+  /** the final status (SUCCESS, PARTIAL, FAILURE) once complete; NULL before, and on rows completed before it was kept */
+  outcome: ColumnType<'SUCCESS' | 'PARTIAL' | 'FAILURE' | null, never, 'SUCCESS' | 'PARTIAL' | 'FAILURE' | null>
+  /** how many images succeeded and failed, set with `outcome` */
+  succeeded: ColumnType<number | null, never, number | null>
+  failed: ColumnType<number | null, never, number | null>
+  /** the dump this one retries the failed images of (POST /v1/dumps/{id}/retry) */
+  retry_of: ColumnType<number | null, number | null | undefined, never>
 }
 
 /** The outcome of each image of a dump, recorded as it happens; an image without a row is pending. */
@@ -57,6 +66,8 @@ export interface DumpImagesTable {
   status: 'SUCCESS' | 'FAILURE'
   /** JSON text of the rest of the image's result (location, contentType, bytes, sha256; or error): bytes on MySQL, text on SQLite */
   result: Buffer | string
+  /** the order outcomes were recorded in, 1, 2, … per dump (gaps allowed): the events stream's ids */
+  seq: number
 }
 
 /** The login throttle's counters: one row per throttled key while its window lasts. */

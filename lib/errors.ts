@@ -16,6 +16,7 @@ type Message = [message: string]
 
 export const BadRequestError = createError<'BAD_REQUEST', 400, Message>('BAD_REQUEST', '%s', 400)
 export const NotFoundError = createError<'NOT_FOUND', 404, Message>('NOT_FOUND', '%s', 404)
+export const ConflictError = createError<'CONFLICT', 409, Message>('CONFLICT', '%s', 409)
 export const PayloadTooLargeError = createError<'PAYLOAD_TOO_LARGE', 413, Message>('PAYLOAD_TOO_LARGE', '%s', 413)
 export const UnsupportedMediaTypeError = createError<'UNSUPPORTED_MEDIA_TYPE', 415, Message>('UNSUPPORTED_MEDIA_TYPE', '%s', 415)
 export const UnprocessableContentError = createError<'UNPROCESSABLE_CONTENT', 422, Message>('UNPROCESSABLE_CONTENT', '%s', 422)

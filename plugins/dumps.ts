@@ -6,6 +6,8 @@ import { createStorageLayout } from '../lib/storage-layout.js'
 import { serializeDocument } from './content-negotiation/xml-writer.js'
 import { createDumpRunner, type DumpObserver } from './dumps/dump-run.js'
 import { createResumer } from './dumps/resume.js'
+import { createDumpEvents, createRecordedSignal } from './dumps/events.js'
+import { createDumpListing } from './dumps/listing.js'
 import { numberBatch, readRecord, runningRecord, withOutcomes } from './dumps/records.js'
 import type { Batch, BodyFormat } from '../schemas/batch.js'
 import type { DumpResult } from '../schemas/dump.js'
@@ -13,7 +15,7 @@ import type { QuotaRecord } from './quota.js'
 import type { Principal } from './auth.js'
 
 export { DumpNotRecordedError, type DumpObserver } from './dumps/dump-run.js'
-export { imageResult, interrupt, numberBatch, progressOf, readRecord, statusOf } from './dumps/records.js'
+export { failedBatch, imageResult, interrupt, numberBatch, progressOf, readRecord, statusOf } from './dumps/records.js'
 
 export interface DumpsOptions {
   /** image root; the same folder the image fetcher writes to */
@@ -31,6 +33,8 @@ export interface DumpsOptions {
   maxResumes?: number
   /** outcomes are recorded once this many wait or the oldest has waited maxDelayMs (default 500 and 250 ms) */
   recording?: { maxBatch?: number, maxDelayMs?: number }
+  /** how often an events stream looks for the new outcomes of a dump running on another instance (default 1000 ms) */
+  events?: { pollMs?: number }
 }
 
 export function createDumpsService (fastify: FastifyInstance, options: DumpsOptions) {
@@ -62,7 +66,18 @@ export function createDumpsService (fastify: FastifyInstance, options: DumpsOpti
     image: (...args) => tell('image', ...args),
     ended: (...args) => tell('ended', ...args)
   }
-  const runner = createDumpRunner({ fetcher: fastify.imageFetcher, storage, requests, dumpImages, log: fastify.log, recording: options.recording, observer })
+  // the events streams of this instance wake up when it records outcomes of their dump
+  const recorded = createRecordedSignal()
+  const runner = createDumpRunner({
+    fetcher: fastify.imageFetcher,
+    storage,
+    requests,
+    dumpImages,
+    log: fastify.log,
+    recording: options.recording,
+    onRecorded: (requestId) => { recorded.emit(String(requestId)) },
+    observer
+  })
   const resumer = createResumer({ requests, dumpImages, storage, runner, log: fastify.log, maxResumes: options.maxResumes ?? 5 })
   // dumps that run on after their request was answered; the app's close waits for them
   const background = new Set<Promise<void>>()
@@ -74,15 +89,23 @@ export function createDumpsService (fastify: FastifyInstance, options: DumpsOpti
       return () => { observers.delete(listener) }
     },
 
+    /** A dump's history as events (GET /v1/dumps/{id}/events). */
+    events: createDumpEvents({ requests, dumpImages, recorded, pollMs: options.events?.pollMs }),
+
+    /** The user's dumps, newest first (GET /v1/dumps). */
+    listing: createDumpListing({ requests, dumpImages }),
+
     /** The folder the files `image` names are relative to. */
     storageRoot: storage.root,
     sweepAfterMs,
     leaseMs,
 
     /** The log row written at admission: the batch numbered, every image PENDING. */
-    admissionRecord (batch: Batch, format: BodyFormat): QuotaRecord {
-      const pending = { status: 'PENDING', items: numberBatch(batch) }
-      return { dataformat: format, data: Buffer.from(serializeDocument(pending, format, 'result')) }
+    admissionRecord (batch: Batch, format: BodyFormat, retryOf?: number): QuotaRecord {
+      const items = numberBatch(batch)
+      const pending = { status: 'PENDING', items }
+      const images = items.reduce((sum, item) => sum + item.images.length, 0)
+      return { dataformat: format, data: Buffer.from(serializeDocument(pending, format, 'result')), images, ...(retryOf === undefined ? {} : { retryOf }) }
     },
 
     /**
@@ -90,8 +113,8 @@ export function createDumpsService (fastify: FastifyInstance, options: DumpsOpti
      * returns the final record; rejects with a DumpNotRecordedError when this instance
      * cannot finish it (the dump is then resumed).
      */
-    async process (principal: Principal, requestId: number, batch: Batch, format: BodyFormat): Promise<DumpResult> {
-      return await runner.execute(runner.open(requestId, 0), principal.userid, format, numberBatch(batch))
+    async process (principal: Principal, requestId: number, batch: Batch, format: BodyFormat, retryOf?: number): Promise<DumpResult> {
+      return await runner.execute(runner.open(requestId, 0), principal.userid, format, numberBatch(batch), retryOf ?? null)
     },
 
     /**
@@ -108,7 +131,7 @@ export function createDumpsService (fastify: FastifyInstance, options: DumpsOpti
         return stored // not one this service wrote: shown as it is, until a resumption completes it
       }
       const items = withOutcomes(admitted, await dumpImages.outcomes(requestId))
-      return { format: stored.format, data: Buffer.from(serializeDocument(runningRecord(requestId, items), stored.format, 'result')), complete: false }
+      return { format: stored.format, data: Buffer.from(serializeDocument(runningRecord(requestId, items, stored.retryOf), stored.format, 'result')), complete: false }
     },
 
     /**

@@ -7,7 +7,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import { Value } from 'typebox/value'
 import type { StoredRequest } from '../db/requests.js'
 import { CONTENT_TYPES, addVaryAccept } from '../plugins/content-negotiation/media-types.js'
-import { readRecord, statusOf } from '../plugins/dumps.js'
+import { progressOf, readRecord, statusOf } from '../plugins/dumps.js'
 import { DumpResultSchema, type DumpResult } from '../schemas/dump.js'
 
 /**
@@ -16,9 +16,11 @@ import { DumpResultSchema, type DumpResult } from '../schemas/dump.js'
  * back their type.
  */
 export function recordDocument (requestId: number, record: StoredRequest): DumpResult {
-  if (record.format === 'json') return { ...JSON.parse(record.data.toString('utf8')) as DumpResult, requestId }
+  const retryOf = record.retryOf == null ? {} : { retryOf: record.retryOf }
+  if (record.format === 'json') return { ...JSON.parse(record.data.toString('utf8')) as DumpResult, requestId, ...retryOf }
   const items = readRecord(record.data, record.format)
-  return Value.Convert(DumpResultSchema, { requestId, status: statusOf(items.flatMap((item) => item.images)), items }) as DumpResult
+  const doc = { requestId, ...retryOf, status: statusOf(items.flatMap((item) => item.images)), ...(record.complete ? {} : { progress: progressOf(items) }), items }
+  return Value.Convert(DumpResultSchema, doc) as DumpResult
 }
 
 /**
@@ -32,13 +34,18 @@ export function sendRecord (request: FastifyRequest, reply: FastifyReply, reques
   return reply.type(CONTENT_TYPES.xml).send(record.data)
 }
 
+/** Where the dumps are, under the route's own prefix: POST /v1/dumps and …/{id}/retry both answer with a dump there. */
+function collectionUrlOf (request: FastifyRequest): string {
+  return (request.routeOptions.url ?? '/v1/dumps').replace(/\/:requestId\/retry$/, '')
+}
+
 /**
  * 202 Accepted (RFC 7240 respond-async): where the dump's record is (`Location`, under the
  * route's own prefix), and the record so far, in the format the client reads.
  */
 export function sendAccepted (request: FastifyRequest, reply: FastifyReply, requestId: number, soFar: DumpResult): FastifyReply {
   return reply.code(202)
-    .header('location', `${request.routeOptions.url ?? '/v1/dumps'}/${requestId}`)
+    .header('location', `${collectionUrlOf(request)}/${requestId}`)
     .header('preference-applied', 'respond-async')
     .send(soFar)
 }

@@ -58,8 +58,8 @@ export function createDumpRuns (fastify: FastifyInstance, options: DumpRunsOptio
 
   return {
     /** Processes an admitted dump (dumps.process), known as running here until it ends. */
-    start (principal: Principal, requestId: number, batch: Batch, format: BodyFormat): Promise<DumpResult> {
-      const run = fastify.dumps.process(principal, requestId, batch, format)
+    start (principal: Principal, requestId: number, batch: Batch, format: BodyFormat, retryOf?: number): Promise<DumpResult> {
+      const run = fastify.dumps.process(principal, requestId, batch, format, retryOf)
       // its failure is its caller's to handle; waiters only need to know that it ended
       const ended = run.then(() => {}, () => {})
       running.set(requestId, ended)

@@ -1,5 +1,5 @@
 import fastifyStatic from '@fastify/static'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
 import { BatchSchema } from '../schemas/batch.js'
@@ -15,6 +15,9 @@ import { numberBatch } from '../plugins/dumps.js'
 import { sendAccepted } from './dump-answers.js'
 import { createDumpRuns } from './dump-runs.js'
 import { batchDigest, createReplays, idempotencyKeyOf } from './idempotency.js'
+import { dumpEventRoutes, type DumpEventRoutesOptions } from './dump-events.js'
+import { dumpListRoutes } from './dump-list.js'
+import { dumpRetryRoutes } from './dump-retry.js'
 
 const DumpParams = Type.Object({ requestId: Type.Integer({ minimum: 1, maximum: 2 ** 31 - 1 }) })
 const ImageParams = Type.Object({
@@ -34,6 +37,8 @@ const STORED_RECORD: Record<string, unknown> = {
 export interface DumpRoutesOptions {
   /** the largest batch body read, in bytes (BODY_LIMIT_BYTES) */
   bodyLimit: number
+  /** limits of GET /v1/dumps/{id}/events */
+  events?: DumpEventRoutesOptions
 }
 
 declare module 'fastify' {
@@ -48,6 +53,7 @@ export default async function dumpRoutes (fastify: FastifyInstance, options: Dum
   const runs = createDumpRuns(fastify)
   const replays = createReplays(fastify, runs)
   fastify.decorateRequest('idempotencyKey', null)
+  const readKey = async (request: FastifyRequest): Promise<void> => { request.idempotencyKey = idempotencyKeyOf(request) ?? null }
   // this scope reads batches, in JSON or XML, and no other body
   negotiation.readBodies(fastify, ['json', 'xml'])
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
@@ -71,10 +77,7 @@ export default async function dumpRoutes (fastify: FastifyInstance, options: Dum
     // Order matters: who (401) and the Idempotency-Key (400) before the body is read, what
     // (400/413/415) before the quota, so that only authenticated, valid dumps are counted
     // and logged.
-    onRequest: [
-      fastify.imageDumpAuth.authenticate,
-      async (request) => { request.idempotencyKey = idempotencyKeyOf(request) ?? null }
-    ],
+    onRequest: [fastify.imageDumpAuth.authenticate, readKey],
     bodyLimit: options.bodyLimit,
     // XML and the literal JSON mapping are reshaped into the canonical batch; the schema decides
     preValidation: negotiation.reshapeBatch,
@@ -169,4 +172,8 @@ export default async function dumpRoutes (fastify: FastifyInstance, options: Dum
     reply.header('Cache-Control', 'private, no-cache')
     return reply.type(image.contentType).sendFile(image.file)
   })
+
+  dumpListRoutes(fastify)
+  dumpEventRoutes(fastify, options.events)
+  dumpRetryRoutes(fastify, { runs, replays, readKey })
 }

@@ -95,3 +95,5 @@ export function createReplays (fastify: FastifyInstance, runs: DumpRuns) {
     }
   }
 }
+
+export type Replays = ReturnType<typeof createReplays>

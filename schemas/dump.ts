@@ -58,6 +58,8 @@ export type Progress = Static<typeof ProgressSchema>
  */
 export const DumpResultSchema = Type.Object({
   requestId: Type.Integer(),
+  /** the dump whose failed images this one retries (POST /v1/dumps/{id}/retry) */
+  retryOf: Type.Optional(Type.Integer()),
   status: ProcessStatus,
   progress: Type.Optional(ProgressSchema),
   items: Type.Array(ItemResultSchema)

@@ -25,7 +25,7 @@ import type { DumpResult, ImageResult, ItemResult } from '../../schemas/dump.js'
 import { serializeDocument } from '../content-negotiation/xml-writer.js'
 import { FetchGroup, type ImageFetcher } from '../image-fetcher.js'
 import { createOutcomeRecorder, type OutcomeRecorder } from './outcome-recorder.js'
-import { finalRecord, imageResult, imagesOf, withOutcomes } from './records.js'
+import { completionOf, finalRecord, imageResult, imagesOf, withOutcomes } from './records.js'
 
 /** The answer to a dump that could not be finished by this instance; it goes on, or will be resumed. */
 export class DumpNotRecordedError extends createServiceError('DUMP_NOT_RECORDED', 503, 'this dump could not be finished here; it will be resumed: follow it at GET /v1/dumps/{requestId}') {}
@@ -83,6 +83,8 @@ export interface DumpRunnerOptions {
   requests: Requests
   dumpImages: DumpImages
   log: FastifyBaseLogger
+  /** told after each batch of outcomes and the final record is written (the events stream wakes up) */
+  onRecorded?: (requestId: number) => void
   /** the recording cadence (outcome-recorder.ts) */
   recording?: { maxBatch?: number, maxDelayMs?: number }
   observer?: DumpObserver
@@ -94,10 +96,11 @@ export function createDumpRunner (options: DumpRunnerOptions) {
   const executing = new Set<Promise<unknown>>()
 
   /** Writes the final record, retrying through a brief database hiccup while the run is not stopped. */
-  async function complete (run: DumpRun, data: Buffer): Promise<'written' | 'taken' | 'unreachable'> {
+  async function complete (run: DumpRun, result: DumpResult, format: BodyFormat): Promise<'written' | 'taken' | 'unreachable'> {
+    const data = Buffer.from(serializeDocument(result, format, 'result'))
     for (let attempt = 1; ; attempt++) {
       try {
-        return await requests.complete(run.requestId, run.number, data)
+        return await requests.complete(run.requestId, run.number, data, completionOf(result))
       } catch (error) {
         if (attempt >= 4 || run.stopped !== undefined) {
           log.error({ err: error, requestId: run.requestId }, 'the final record of a dump could not be written')
@@ -108,13 +111,14 @@ export function createDumpRunner (options: DumpRunnerOptions) {
     }
   }
 
-  async function execute (run: DumpRun, userid: number, format: BodyFormat, items: ItemResult[]): Promise<DumpResult> {
+  async function execute (run: DumpRun, userid: number, format: BodyFormat, items: ItemResult[], retryOf: number | null): Promise<DumpResult> {
     const { requestId } = run
     const results = new Map<number, ImageResult>()
     const recorder = createOutcomeRecorder<ImageResult>({
       ...options.recording,
       write: async (batch) => {
         if (await dumpImages.record(requestId, run.number, batch) === 'taken') run.stop('taken')
+        else options.onRecorded?.(requestId)
       },
       onError: (error) => { log.warn({ err: error, requestId }, 'recording image outcomes failed; trying again') }
     })
@@ -141,9 +145,12 @@ export function createDumpRunner (options: DumpRunnerOptions) {
       const done = withOutcomes(items, results)
       // the fetcher was closed under it: the service is stopping
       if (imagesOf(done).some((image) => image.status === 'PENDING')) throw notFinished(requestId, 'stopping')
-      const result = finalRecord(requestId, done)
-      const written = await complete(run, Buffer.from(serializeDocument(result, format, 'result')))
-      if (written === 'written') return (completed = result)
+      const result = finalRecord(requestId, done, retryOf)
+      const written = await complete(run, result, format)
+      if (written === 'written') {
+        options.onRecorded?.(requestId)
+        return (completed = result)
+      }
       throw notFinished(requestId, written)
     } finally {
       observer.ended?.(requestId, completed)
@@ -172,8 +179,8 @@ export function createDumpRunner (options: DumpRunnerOptions) {
      * Downloads the pending images of `items`, records them and completes the dump;
      * resolves with its final record or rejects with a DumpNotRecordedError.
      */
-    execute (run: DumpRun, userid: number, format: BodyFormat, items: ItemResult[]): Promise<DumpResult> {
-      const execution = execute(run, userid, format, items)
+    execute (run: DumpRun, userid: number, format: BodyFormat, items: ItemResult[], retryOf: number | null = null): Promise<DumpResult> {
+      const execution = execute(run, userid, format, items, retryOf)
       executing.add(execution)
       void execution.catch(() => {}).finally(() => executing.delete(execution))
       return execution

@@ -6,6 +6,7 @@ import { XMLParser } from 'fast-xml-parser'
 import type { Batch, BodyFormat } from '../../schemas/batch.js'
 import type { DumpResult, ImageResult, ItemResult, Progress } from '../../schemas/dump.js'
 import type { RecordedOutcome } from '../../db/dump-images.js'
+import type { Completion } from '../../db/requests.js'
 import type { FetchOutcome } from '../image-fetcher.js'
 
 type Status = DumpResult['status']
@@ -86,14 +87,36 @@ export function progressOf (items: readonly ItemResult[]): Progress {
   return { total: images.length, done: succeeded + failed, succeeded, failed }
 }
 
+const retryField = (retryOf: number | null | undefined): { retryOf?: number } => (retryOf == null ? {} : { retryOf })
+
 /** The record of a dump still running: PENDING, with its progress. */
-export function runningRecord (requestId: number, items: ItemResult[]): DumpResult {
-  return { requestId, status: 'PENDING', progress: progressOf(items), items }
+export function runningRecord (requestId: number, items: ItemResult[], retryOf?: number | null): DumpResult {
+  return { requestId, ...retryField(retryOf), status: 'PENDING', progress: progressOf(items), items }
 }
 
-/** The record of a dump whose every image has an outcome (the v1 answer). */
-export function finalRecord (requestId: number, items: ItemResult[]): DumpResult {
-  return { requestId, status: statusOf(imagesOf(items)), items }
+/** The record of a dump whose every image has an outcome (the v1 answer, and the dump it retries). */
+export function finalRecord (requestId: number, items: ItemResult[], retryOf?: number | null): DumpResult {
+  return { requestId, ...retryField(retryOf), status: statusOf(imagesOf(items)), items }
+}
+
+/** What the list of dumps shows of a complete record. */
+export function completionOf (result: DumpResult): Completion {
+  const { succeeded, failed } = progressOf(result.items)
+  return { status: result.status === 'PENDING' ? 'FAILURE' : result.status, succeeded, failed }
+}
+
+/**
+ * The batch that retries the failed images of a complete dump: each item with a failure,
+ * with only its failed URLs, in their order; undefined when no image failed.
+ */
+export function failedBatch (items: readonly ItemResult[]): Batch | undefined {
+  const retried = items.flatMap((item) => {
+    const images = item.images.filter((image) => image.status === 'FAILURE').map((image) => image.url)
+    if (images.length === 0) return []
+    const { name, manufacturer, brand, category } = item
+    return [{ name, ...(manufacturer === undefined ? {} : { manufacturer }), ...(brand === undefined ? {} : { brand }), ...(category === undefined ? {} : { category }), images }]
+  })
+  return retried.length === 0 ? undefined : { items: retried }
 }
 
 const asArray = <T>(value: T | T[] | undefined): T[] => (value === undefined ? [] : Array.isArray(value) ? value : [value])

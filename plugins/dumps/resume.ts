@@ -21,7 +21,7 @@ import type { BodyFormat } from '../../schemas/batch.js'
 import type { ItemResult } from '../../schemas/dump.js'
 import { serializeDocument } from '../content-negotiation/xml-writer.js'
 import type { DumpRun, DumpRunner } from './dump-run.js'
-import { finalRecord, interrupt, readRecord, withOutcomes } from './records.js'
+import { completionOf, finalRecord, interrupt, readRecord, withOutcomes } from './records.js'
 
 export interface ResumerOptions {
   requests: Requests
@@ -33,7 +33,7 @@ export interface ResumerOptions {
   maxResumes: number
 }
 
-interface StaleRow { id: number, userid: number, dataformat: BodyFormat, data: Buffer | null }
+interface StaleRow { id: number, userid: number, dataformat: BodyFormat, data: Buffer | null, retry_of: number | null }
 
 /** The items of an admission record, or undefined when it cannot be read. */
 function itemsOf (row: StaleRow): ItemResult[] | undefined {
@@ -54,8 +54,8 @@ export function createResumer (options: ResumerOptions) {
     try {
       const completed = interrupt(items ?? []).items
       // with no readable record there is nothing to show: a failure, not an empty success
-      const result = items === undefined ? { requestId: row.id, status: 'FAILURE' as const, items: [] } : finalRecord(row.id, completed)
-      const written = await requests.complete(row.id, run.number, Buffer.from(serializeDocument(result, row.dataformat, 'result')))
+      const result = items === undefined ? { requestId: row.id, status: 'FAILURE' as const, items: [] } : finalRecord(row.id, completed, row.retry_of)
+      const written = await requests.complete(row.id, run.number, Buffer.from(serializeDocument(result, row.dataformat, 'result')), completionOf(result))
       if (written === 'written') log.warn({ requestId: row.id, why }, 'a dump that cannot be resumed was completed as interrupted')
     } finally {
       runner.release(run)
@@ -71,7 +71,7 @@ export function createResumer (options: ResumerOptions) {
     const items = admitted === undefined ? undefined : withOutcomes(admitted, outcomes)
     if (items === undefined) return await close(row, run, undefined, 'its admission record cannot be read')
     if (run.number > options.maxResumes) return await close(row, run, items, `it was resumed ${options.maxResumes} times already`)
-    const result = await runner.execute(run, row.userid, row.dataformat, items)
+    const result = await runner.execute(run, row.userid, row.dataformat, items, row.retry_of)
     log.info({ requestId: row.id, run: run.number, status: result.status, kept: outcomes.size }, 'resumed dump completed')
   }
 

@@ -6,6 +6,7 @@ import { createRequests } from '../../db/requests.js'
 import type { ImageResult } from '../../schemas/dump.js'
 import { createTestDatabase, enginesUnderTest } from '../helpers/db.js'
 
+const done = { status: 'SUCCESS' as const, succeeded: 1, failed: 0 }
 const success = (imageId: number): ImageResult => ({
   imageId, url: `http://x/${imageId}.png`, status: 'SUCCESS', location: `/v1/dumps/1/images/${imageId}`, contentType: 'image/png', bytes: 10 * imageId, sha256: 'ab'.repeat(32)
 })
@@ -47,10 +48,24 @@ for (const engine of enginesUnderTest(t)) {
       t.equal(await requests.claim(id, 0, 0), 1, 'the dump is taken over by run 1')
       t.equal(await dumpImages.record(id, 0, [success(1)]), 'taken', 'run 0 records nothing more')
       t.equal(await dumpImages.record(id, 1, [success(2)]), 'recorded')
-      t.equal(await requests.complete(id, 1, Buffer.from('{"done":true}')), 'written')
+      t.equal(await requests.complete(id, 1, Buffer.from('{"done":true}'), done), 'written')
       t.equal(await dumpImages.record(id, 1, [success(3)]), 'taken', 'a complete dump takes no more outcomes')
       t.same([...(await dumpImages.outcomes(id)).keys()], [2])
-      t.equal(await requests.complete(id, 0, Buffer.from('{"late":true}')), 'taken', 'nor a final record from the run taken over')
+      t.equal(await requests.complete(id, 0, Buffer.from('{"late":true}'), done), 'taken', 'nor a final record from the run taken over')
+    })
+
+    t.test('outcomes are numbered in the order they were recorded, not by image, and a repeat takes no number', async (t) => {
+      const id = await admit()
+      await dumpImages.record(id, 0, [success(3), success(1)])
+      await dumpImages.record(id, 0, [success(1)])
+      await dumpImages.record(id, 0, [success(2)])
+      const rows = await dumpImages.after(id, 0, 10)
+      t.same(rows.map((row) => row.imageId), [3, 1, 2], 'in recording order')
+      t.same(rows.map((row) => row.seq), [1, 2, 3], 'numbered 1, 2, 3: the repeat left no row and no number')
+      t.same((await dumpImages.after(id, 2, 10)).map((row) => row.imageId), [2], 'after a number: only what came later')
+      t.same((await dumpImages.after(id, 0, 2)).map((row) => row.imageId), [3, 1], 'at most limit')
+      t.same(await dumpImages.countsUpTo(id, 2), { succeeded: 2, failed: 0 })
+      t.same(await dumpImages.countsUpTo(id, Infinity), { succeeded: 3, failed: 0 })
     })
 
     t.test('an image without an outcome cannot be recorded', async (t) => {

@@ -13,7 +13,7 @@ for (const engine of enginesUnderTest(t)) {
     const { db } = connect(database.url)
     t.teardown(() => db.destroy())
 
-    t.same(await migrateToLatest(db), ['001_initial', '002_exact_usernames_and_login_attempts', '003_idempotency_keys', '004_image_outcomes'], 'the first run applies every migration')
+    t.same(await migrateToLatest(db), ['001_initial', '002_exact_usernames_and_login_attempts', '003_idempotency_keys', '004_image_outcomes', '005_dump_events_and_summaries'], 'the first run applies every migration')
     t.same(await migrateToLatest(db), [], 'a second run has nothing to do')
 
     const tables = (await db.introspection.getTables()).map((table) => table.name).sort()
@@ -22,8 +22,8 @@ for (const engine of enginesUnderTest(t)) {
     t.same(columns.users, ['plan', 'userid', 'username'])
     t.same(columns.authentication, ['passwordhash', 'userid'])
     t.same(columns.tokens, ['last_updated', 'user_secret', 'userid'])
-    t.same(columns.requests, ['batch_sha256', 'created_at', 'data', 'dataformat', 'heartbeat_at', 'id', 'idempotency_key', 'resumes', 'status', 'userid'])
-    t.same(columns.dump_images, ['image_id', 'request_id', 'result', 'status'])
+    t.same(columns.requests, ['batch_sha256', 'created_at', 'data', 'dataformat', 'failed', 'heartbeat_at', 'id', 'idempotency_key', 'images', 'outcome', 'resumes', 'retry_of', 'status', 'succeeded', 'userid'])
+    t.same(columns.dump_images, ['image_id', 'request_id', 'result', 'seq', 'status'])
     t.same(columns.login_attempts, ['attempts', 'throttle_key', 'window_start'])
 
     const user = await db.insertInto('users').values({ username: 'u', plan: 'gold' }).executeTakeFirstOrThrow()
@@ -40,9 +40,10 @@ for (const engine of enginesUnderTest(t)) {
     t.notOk(row.status, 'a new request row is incomplete')
     t.ok(row.created_at, 'created_at is set by the database')
 
-    const outcome = { request_id: Number(first.insertId), image_id: 1, status: 'SUCCESS' as const, result: Buffer.from('{}') }
+    const outcome = { request_id: Number(first.insertId), image_id: 1, status: 'SUCCESS' as const, result: Buffer.from('{}'), seq: 1 }
     await db.insertInto('dump_images').values(outcome).execute()
-    await t.rejects(db.insertInto('dump_images').values(outcome).execute(), 'one outcome per image of a dump')
+    await t.rejects(db.insertInto('dump_images').values({ ...outcome, seq: 2 }).execute(), 'one outcome per image of a dump')
+    await t.rejects(db.insertInto('dump_images').values({ ...outcome, image_id: 2 }).execute(), 'one outcome per event number of a dump')
     await db.insertInto('dump_images').values({ ...outcome, request_id: Number(second.insertId) }).execute()
     await db.deleteFrom('requests').where('id', '=', Number(first.insertId)).execute()
     t.same((await db.selectFrom('dump_images').select('request_id').execute()).map((r) => r.request_id), [Number(second.insertId)], "a dump's outcomes go with its row")
@@ -68,7 +69,7 @@ for (const engine of enginesUnderTest(t)) {
       const connections = [connect(database.url), connect(database.url), connect(database.url)]
       t.teardown(() => Promise.all(connections.map(({ db }) => db.destroy())))
       const applied = await Promise.all(connections.map(({ db }) => migrateToLatest(db)))
-      t.same(applied.flat(), ['001_initial', '002_exact_usernames_and_login_attempts', '003_idempotency_keys', '004_image_outcomes'], 'exactly one instance applied the migrations')
+      t.same(applied.flat(), ['001_initial', '002_exact_usernames_and_login_attempts', '003_idempotency_keys', '004_image_outcomes', '005_dump_events_and_summaries'], 'exactly one instance applied the migrations')
     })
   }
 
