@@ -51,8 +51,8 @@ t.test('the tarball holds the built code, its declarations, the README and users
   t.equal(dry.code, 0, 'npm pack --dry-run', { output: dry.output })
   const files = (JSON.parse(dry.stdout) as Array<{ files: Array<{ path: string }> }>)[0]!.files.map((f) => f.path).sort()
 
-  t.same(files.filter((path) => !/^dist\/.+\.(js|d\.ts)$/.test(path)), ['README.md', 'package.json', 'users.txt'],
-    'besides dist/**/*.js and *.d.ts: the README, the package file and the sample users; no sources, tests, bench, maps or .tsbuildinfo')
+  t.same(files.filter((path) => !/^dist\/.+\.(js|d\.ts)$/.test(path)), ['LICENSE', 'README.md', 'package.json', 'users.txt'],
+    'besides dist/**/*.js and *.d.ts: the license, the README, the package file and the sample users; no sources, tests, bench, maps or .tsbuildinfo')
   const targets = Object.values(pkg.exports).flatMap((target) => [target.types, target.default].map((path) => path.replace(/^\.\//, '')))
   t.same(targets.filter((path) => !files.includes(path)), [], 'every file package.json exports is in it')
   const js = files.filter((path) => path.endsWith('.js'))
