@@ -17,16 +17,25 @@ import authRoutes from './routes/auth.js'
 import dumpRoutes from './routes/dumps.js'
 import healthRoutes from './routes/health.js'
 import quotaRoutes from './routes/quota.js'
+import apiDocs, { describeRoutes } from './plugins/api-docs.js'
+import loadShedding, { shedsLoad } from './plugins/load-shedding.js'
+import metrics from './plugins/metrics.js'
+import metricsRoutes from './routes/metrics.js'
+import { packageInfo } from './lib/package-info.js'
 
 export interface ImageDumpOptions {
   config: Config
+  /** serve the OpenAPI document at /openapi.json and its page at /docs [true] */
+  docs?: boolean
+  /** serve the Prometheus metrics at /metrics [true] */
+  metrics?: boolean
 }
 
 /**
  * The routes, in a scope of their own: they alone get the service's body parsers, answer
  * format, error handler and connection handling, whatever scope the service is in.
  */
-async function serviceRoutes (scope: FastifyInstance, { config }: ImageDumpOptions): Promise<void> {
+async function serviceRoutes (scope: FastifyInstance, { config, docs = true, metrics: serveMetrics = true }: ImageDumpOptions): Promise<void> {
   // A request still in flight when the server closes would leave its keep-alive connection
   // open until the idle timeout, holding the stop for a minute: those answers close it.
   let closing = false
@@ -40,7 +49,14 @@ async function serviceRoutes (scope: FastifyInstance, { config }: ImageDumpOptio
   useNegotiatedErrors(scope)
   useXmlAnswers(scope)
 
+  scope.imageDumpMetrics.observeRoutes(scope)
+  const limits = config.loadShedding
+  await scope.register(loadShedding, { limits, onShed: (reason) => scope.imageDumpMetrics.shed(reason) })
+  // first: they document the routes registered after them
+  describeRoutes(scope, (route) => shedsLoad(limits, route))
+  if (docs) await scope.register(apiDocs, { version: packageInfo().version })
   await scope.register(healthRoutes)
+  if (serveMetrics) await scope.register(metricsRoutes, { token: config.metricsToken })
   await scope.register(authRoutes)
   await scope.register(quotaRoutes)
   await scope.register(dumpRoutes, { bodyLimit: config.bodyLimitBytes, events: { maxStreamsPerUser: config.eventsMaxStreamsPerUser } })
@@ -54,7 +70,8 @@ async function serviceRoutes (scope: FastifyInstance, { config }: ImageDumpOptio
  * a `prefix`, as many times as a host likes, it sets no error or not-found handler, parser
  * or hook outside its own routes, and its decorators stay inside it.
  */
-async function imageDump (fastify: FastifyInstance, { config }: ImageDumpOptions): Promise<void> {
+async function imageDump (fastify: FastifyInstance, options: ImageDumpOptions): Promise<void> {
+  const { config } = options
   await fastify.register(persistence, { databaseUrl: config.databaseUrl })
   await fastify.register(users, { usersFile: config.usersFile, plans: Object.keys(config.plans) })
   await fastify.register(contentNegotiation, { maxItems: config.maxItems, maxImages: config.maxImages })
@@ -75,7 +92,9 @@ async function imageDump (fastify: FastifyInstance, { config }: ImageDumpOptions
     events: { pollMs: config.eventsPollMs }
   })
   if (config.retentionDays !== null) await fastify.register(retention, { retentionDays: config.retentionDays, storageDir: config.storageDir })
-  await fastify.register(serviceRoutes, { config })
+  await fastify.register(metrics)
+  // not `options` itself: a host's `prefix` in it is already this scope's
+  await fastify.register(serviceRoutes, { config, docs: options.docs, metrics: options.metrics })
 }
 
 export default imageDump

@@ -1,3 +1,4 @@
+import { getHeapStatistics } from 'node:v8'
 import Type, { type Static } from 'typebox'
 import Value from 'typebox/value'
 
@@ -29,6 +30,10 @@ export const EnvSchema = Type.Object({
   BODY_MIN_BYTES_PER_SECOND: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,9}$', description: 'a positive number of bytes per second' })),
   // Below a second the heartbeat (a quarter of it) would hammer the database for little gain.
   RECOVERY_STALE_MS: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{3,8}$', description: 'a number of milliseconds, at least 1000' })),
+  // a bearer token: visible ASCII, long enough not to be guessed
+  METRICS_TOKEN: Type.Optional(Type.String({ pattern: '^[\\x21-\\x7E]{16,256}$', description: '16 to 256 visible ASCII characters' })),
+  MAX_EVENT_LOOP_DELAY_MS: Type.Optional(Type.String({ pattern: '^[0-9]{1,6}$', description: 'a number of milliseconds (0 turns the check off)' })),
+  MAX_HEAP_USED_BYTES: Type.Optional(Type.String({ pattern: '^[0-9]{1,13}$', description: 'a number of bytes (0 turns the check off)' })),
   // Each open events stream of a running dump reads the database this often: below 100 ms
   // a few hundred streams would be a load of their own.
   EVENTS_POLL_MS: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{2,6}$', description: 'a number of milliseconds, at least 100' })),
@@ -66,6 +71,21 @@ export interface Config {
    * taken as left behind by a stopped instance and resumed, by any instance
    */
   recoveryStaleMs: number
+  /** when set, GET /metrics requires it as a Bearer token */
+  metricsToken?: string
+  /** Load shedding (@fastify/under-pressure): API requests are answered 503 + Retry-After while a limit is passed; 0 turns a check off. */
+  loadShedding: {
+    /** median lateness of the event loop's timer ticks over the last delayWindowMs */
+    maxEventLoopDelayMs: number
+    /** V8 heap in use */
+    maxHeapUsedBytes: number
+    /** how often the heap is sampled */
+    sampleIntervalMs: number
+    /** the window the event-loop delay is judged over, and how often */
+    delayWindowMs: number
+    /** the Retry-After of a shed request, in seconds */
+    retryAfterSeconds: number
+  }
   /** how often an events stream looks for new outcomes of a dump running on another instance */
   eventsPollMs: number
   /** events streams one user may hold open on one instance */
@@ -98,6 +118,16 @@ export const defaults: Config = {
   logLevel: 'info',
   plans: { gold: 100, silver: 50, bronze: 25 },
   recoveryStaleMs: 60_000,
+  loadShedding: {
+    // most ticks a second late for five seconds: the loop is saturated, far past what a busy
+    // machine shows (tens of ms), so only a process that cannot keep up sheds
+    maxEventLoopDelayMs: 1000,
+    // 90 % of the heap V8 may grow to (--max-old-space-size): past it, collection takes over
+    maxHeapUsedBytes: Math.floor(getHeapStatistics().heap_size_limit * 0.9),
+    sampleIntervalMs: 1000,
+    delayWindowMs: 5000,
+    retryAfterSeconds: 10
+  },
   eventsPollMs: 1000,
   eventsMaxStreamsPerUser: 8,
   retentionDays: null
@@ -159,6 +189,12 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     logLevel: e.LOG_LEVEL ?? defaults.logLevel,
     plans: e.PLANS === undefined ? { ...defaults.plans } : parsePlans(e.PLANS),
     recoveryStaleMs: int('RECOVERY_STALE_MS', defaults.recoveryStaleMs),
+    ...(e.METRICS_TOKEN === undefined ? {} : { metricsToken: e.METRICS_TOKEN }),
+    loadShedding: {
+      ...defaults.loadShedding,
+      maxEventLoopDelayMs: int('MAX_EVENT_LOOP_DELAY_MS', defaults.loadShedding.maxEventLoopDelayMs),
+      maxHeapUsedBytes: int('MAX_HEAP_USED_BYTES', defaults.loadShedding.maxHeapUsedBytes)
+    },
     eventsPollMs: int('EVENTS_POLL_MS', defaults.eventsPollMs),
     eventsMaxStreamsPerUser: int('EVENTS_MAX_STREAMS_PER_USER', defaults.eventsMaxStreamsPerUser),
     retentionDays: e.RETENTION_DAYS === undefined ? defaults.retentionDays : Number(e.RETENTION_DAYS)

@@ -4,7 +4,7 @@ import { createDumpImages } from '../db/dump-images.js'
 import { createRequests } from '../db/requests.js'
 import { createStorageLayout } from '../lib/storage-layout.js'
 import { serializeDocument } from './content-negotiation/xml-writer.js'
-import { createDumpRunner } from './dumps/dump-run.js'
+import { createDumpRunner, type DumpObserver } from './dumps/dump-run.js'
 import { createResumer } from './dumps/resume.js'
 import { createDumpEvents, createRecordedSignal } from './dumps/events.js'
 import { createDumpListing } from './dumps/listing.js'
@@ -14,7 +14,7 @@ import type { DumpResult } from '../schemas/dump.js'
 import type { QuotaRecord } from './quota.js'
 import type { Principal } from './auth.js'
 
-export { DumpNotRecordedError } from './dumps/dump-run.js'
+export { DumpNotRecordedError, type DumpObserver } from './dumps/dump-run.js'
 export { failedBatch, imageResult, interrupt, numberBatch, progressOf, readRecord, statusOf } from './dumps/records.js'
 
 export interface DumpsOptions {
@@ -50,6 +50,22 @@ export function createDumpsService (fastify: FastifyInstance, options: DumpsOpti
   // another instance may take its dump over, so that the two never write the same files.
   // Heartbeats come at least four times per lease, so one slow round trip stops nothing.
   const leaseMs = sweepAfterMs / 2
+  const observers = new Set<DumpObserver>()
+  // each listener on its own: one that throws is logged and stops nothing else
+  const tell = <K extends keyof DumpObserver>(event: K, ...args: Parameters<NonNullable<DumpObserver[K]>>): void => {
+    for (const observer of observers) {
+      try {
+        (observer[event] as ((...a: typeof args) => void) | undefined)?.(...args)
+      } catch (error) {
+        fastify.log.error({ err: error, event }, 'a dump observer failed')
+      }
+    }
+  }
+  const observer: DumpObserver = {
+    started: (...args) => tell('started', ...args),
+    image: (...args) => tell('image', ...args),
+    ended: (...args) => tell('ended', ...args)
+  }
   // the events streams of this instance wake up when it records outcomes of their dump
   const recorded = createRecordedSignal()
   const runner = createDumpRunner({
@@ -59,13 +75,20 @@ export function createDumpsService (fastify: FastifyInstance, options: DumpsOpti
     dumpImages,
     log: fastify.log,
     recording: options.recording,
-    onRecorded: (requestId) => { recorded.emit(String(requestId)) }
+    onRecorded: (requestId) => { recorded.emit(String(requestId)) },
+    observer
   })
   const resumer = createResumer({ requests, dumpImages, storage, runner, log: fastify.log, maxResumes: options.maxResumes ?? 5 })
   // dumps that run on after their request was answered; the app's close waits for them
   const background = new Set<Promise<void>>()
 
   return {
+    /** Tells `observer` of every run, image outcome and completion on this instance from now on; returns the function that stops it. */
+    observe (listener: DumpObserver): () => void {
+      observers.add(listener)
+      return () => { observers.delete(listener) }
+    },
+
     /** A dump's history as events (GET /v1/dumps/{id}/events). */
     events: createDumpEvents({ requests, dumpImages, recorded, pollMs: options.events?.pollMs }),
 

@@ -63,6 +63,13 @@ export type FetchOutcome =
   | { status: 'SUCCESS', path: string, contentType: string, bytes: number, sha256: string, width?: number, height?: number }
   | { status: 'FAILURE', error: ImageError }
 
+/** A download as `observe` tells it. */
+export interface DownloadObservation {
+  outcome: FetchOutcome
+  /** from leaving the queue to the outcome, redirects and retries included */
+  seconds: number
+}
+
 /** Where an image goes: `dir` relative to storageDir (e.g. "1/42"), file `name` without extension (e.g. "7"). */
 export type FetchTarget = StorageTarget
 
@@ -162,7 +169,20 @@ export function createImageFetcher (options: ImageFetcherOptions) {
 
   const stopped = (group: FetchGroup | undefined): boolean => closing || (group?.aborted ?? false)
 
+  const listeners = new Set<(download: DownloadObservation) => void>()
+
+  /** A download's outcome, told to the listeners when it got as far as the network. */
   async function run (rawUrl: string, target: FetchTarget, group: FetchGroup | undefined): Promise<FetchOutcome> {
+    const timing: { startedAt?: number } = {}
+    const outcome = await attempt(rawUrl, target, group, timing)
+    if (timing.startedAt !== undefined) {
+      const observation = { outcome, seconds: (performance.now() - timing.startedAt) / 1000 }
+      for (const listener of listeners) listener(observation)
+    }
+    return outcome
+  }
+
+  async function attempt (rawUrl: string, target: FetchTarget, group: FetchGroup | undefined, timing: { startedAt?: number }): Promise<FetchOutcome> {
     try {
       if (closing) throw failure('INTERRUPTED', 'the image fetcher is closed')
       if (group?.aborted === true) throw failure('INTERRUPTED', 'the download was stopped before it started')
@@ -181,6 +201,8 @@ export function createImageFetcher (options: ImageFetcherOptions) {
         inFlight.add(controller)
         group?.track(controller, true)
       }
+      // from here on the time is the download's own, not the wait for a slot
+      timing.startedAt = performance.now()
       try {
         return { status: 'SUCCESS', ...await download(url, resolved, controller) }
       } finally {
@@ -206,6 +228,16 @@ export function createImageFetcher (options: ImageFetcherOptions) {
       pending.add(outcome)
       void outcome.finally(() => pending.delete(outcome))
       return outcome
+    },
+
+    /**
+     * Calls `listener` with every download that reached the network (not those refused
+     * before: an invalid URL, a blocked address literal, a stop while queued), its outcome
+     * and how long it took from leaving the queue; returns the function that stops it.
+     */
+    observe (listener: (download: DownloadObservation) => void): () => void {
+      listeners.add(listener)
+      return () => { listeners.delete(listener) }
     },
 
     /** Aborts queued and in-flight downloads (INTERRUPTED), waits for their cleanup, closes all connections. */

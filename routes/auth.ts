@@ -5,6 +5,7 @@ import { INVALID_CREDENTIALS } from '../plugins/auth.js'
 import { readCredentials } from '../lib/credentials.js'
 import { LoginBodySchema, TokenResponseSchema } from '../schemas/auth.js'
 import { ErrorSchema } from '../schemas/error.js'
+import { describe } from '../plugins/api-docs.js'
 
 // credentials are a few hundred bytes in any of the forms a login takes
 const LOGIN_BODY_LIMIT = 4 * 1024
@@ -19,8 +20,19 @@ export default async function authRoutes (fastify: FastifyInstance): Promise<voi
   app.post('/v1/auth/token', {
     bodyLimit: LOGIN_BODY_LIMIT,
     schema: {
+      summary: 'Get a token',
+      description: 'Credentials as JSON or form fields, or as `Authorization: Basic base64(username:passwordHash)`. ' +
+        'Every login makes the user\'s earlier tokens stop working. Repeated failures are slowed down (429).',
+      tags: ['auth'],
+      consumes: ['application/json', 'application/x-www-form-urlencoded'],
+      security: [{}, { imageDumpBasic: [] }],
       body: LoginBodySchema,
-      response: { 200: TokenResponseSchema, 400: ErrorSchema, 401: ErrorSchema, 429: ErrorSchema }
+      response: {
+        200: describe(TokenResponseSchema, { description: 'A Bearer token (RFC 6749 §5.1), valid for `expires_in` seconds.' }),
+        400: ErrorSchema,
+        401: describe(ErrorSchema, { description: 'Wrong username or password (one answer for both).', headers: { 'WWW-Authenticate': { type: 'string', description: 'Basic realm="image-dump"' } } }),
+        429: describe(ErrorSchema, { description: 'Too many failed logins for this username or network; Retry-After says when to try again.' })
+      }
     },
     // The body is optional when credentials come in a Basic header.
     preValidation: async (request) => {
@@ -29,7 +41,7 @@ export default async function authRoutes (fastify: FastifyInstance): Promise<voi
         if (credentials !== undefined) request.body = credentials
       }
     },
-    config: { xmlRoot: 'token', accepts: 'application/json or application/x-www-form-urlencoded', bodyLimitName: 'the limit of a login' }
+    config: { countsAsLogin: true, xmlRoot: 'token', accepts: 'application/json or application/x-www-form-urlencoded', bodyLimitName: 'the limit of a login' }
   }, async (request, reply) => {
     const { username, passwordHash } = request.body
     const result = await fastify.imageDumpAuth.login(username, passwordHash, request.ip)

@@ -10,12 +10,21 @@
  */
 import { Readable } from 'node:stream'
 import type { FastifyInstance } from 'fastify'
+import { describe } from '../plugins/api-docs.js'
+import { ErrorSchema } from '../schemas/error.js'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
 import { BadRequestError, NotFoundError, createServiceError } from '../lib/errors.js'
 import { formatEvent, keepAlive, lastEventIdOf, retryAfter } from '../lib/sse.js'
 import { serializeDocument } from '../plugins/content-negotiation/xml-writer.js'
 import type { EventSource } from '../plugins/dumps/events.js'
+
+/** The stream is written as it goes, not serialised: these only document it. */
+const EVENTS_ANSWERS: Record<string, unknown> = {
+  200: { description: 'The event stream.', content: { 'text/event-stream': { schema: { type: 'string' } } } },
+  204: { description: 'Nothing more to send: the stream ended with its complete event before Last-Event-ID.' },
+  404: describe(ErrorSchema, { description: 'The caller has no dump with this id.' })
+}
 
 const DumpParams = Type.Object({ requestId: Type.Integer({ minimum: 1, maximum: 2 ** 31 - 1 }) })
 
@@ -40,7 +49,14 @@ export function dumpEventRoutes (fastify: FastifyInstance, options: DumpEventRou
 
   fastify.withTypeProvider<TypeBoxTypeProvider>().get('/v1/dumps/:requestId/events', {
     onRequest: fastify.imageDumpAuth.authenticate,
-    schema: { params: DumpParams }
+    schema: {
+      summary: 'Follow a dump as Server-Sent Events',
+      description: '`progress` events, one `image` event per outcome, and a last `complete` event with the final status. ' +
+        'Every event has an `id`; `Last-Event-ID` resumes after it.',
+      tags: ['dumps'],
+      params: DumpParams,
+      response: EVENTS_ANSWERS
+    }
   }, async (request, reply) => {
     const after = lastEventIdOf(request.headers['last-event-id'])
     if (after === undefined) throw new BadRequestError('Last-Event-ID must be the id of an event of this stream (a whole number)')

@@ -30,7 +30,13 @@ export function decodeCursor (cursor: string): number | undefined {
 export function dumpListRoutes (fastify: FastifyInstance): void {
   fastify.withTypeProvider<TypeBoxTypeProvider>().get('/v1/dumps', {
     onRequest: fastify.imageDumpAuth.authenticate,
-    schema: { querystring: DumpListQuerySchema, response: { 200: DumpListSchema } },
+    schema: {
+      summary: 'The caller\'s dumps, newest first',
+      description: 'A page of dumps with their status, time and progress counts; `nextCursor` asks for the next page (null on the last).',
+      tags: ['dumps'],
+      querystring: DumpListQuerySchema,
+      response: { 200: DumpListSchema }
+    },
     config: { xmlRoot: 'page' }
   }, async (request) => {
     const { limit, cursor } = request.query

@@ -16,6 +16,8 @@ import { prefersRespondAsync } from '../lib/prefer.js'
 import { failedBatch, numberBatch, readRecord } from '../plugins/dumps.js'
 import type { Batch, BodyFormat } from '../schemas/batch.js'
 import { DumpResultSchema } from '../schemas/dump.js'
+import { ErrorSchema } from '../schemas/error.js'
+import { describe } from '../plugins/api-docs.js'
 import { sendAccepted } from './dump-answers.js'
 import type { DumpRuns } from './dump-runs.js'
 import { batchDigest, type Replays } from './idempotency.js'
@@ -43,7 +45,18 @@ export function dumpRetryRoutes (fastify: FastifyInstance, { runs, replays, read
     onRequest: [fastify.imageDumpAuth.authenticate, readKey],
     // nothing is read from a body: the dump retried says everything
     bodyLimit: 1024,
-    schema: { params: DumpParams, response: { 200: DumpResultSchema, 202: DumpResultSchema } },
+    schema: {
+      summary: 'Retry the images that failed in a dump',
+      description: 'A new dump (one quota slot) of the failed images of a complete dump, with `retryOf` naming it.',
+      tags: ['dumps'],
+      params: DumpParams,
+      response: {
+        200: DumpResultSchema,
+        202: DumpResultSchema,
+        404: describe(ErrorSchema, { description: 'The caller has no dump with this id.' }),
+        409: describe(ErrorSchema, { description: 'The dump is still running, or has no failed image.' })
+      }
+    },
     preHandler: [
       async (request) => {
         const of = request.params.requestId

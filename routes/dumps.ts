@@ -6,7 +6,9 @@ import { BatchSchema } from '../schemas/batch.js'
 import { DumpResultSchema } from '../schemas/dump.js'
 import { DumpRequestHeadersSchema } from '../schemas/dump-headers.js'
 import { batchErrorFormatter } from '../plugins/content-negotiation/batch.js'
-import { CONTENT_TYPES } from '../plugins/content-negotiation/media-types.js'
+import { CONTENT_TYPES, JSON_MEDIA_TYPE, XML_MEDIA_TYPES } from '../plugins/content-negotiation/media-types.js'
+import { describe } from '../plugins/api-docs.js'
+import { ErrorSchema } from '../schemas/error.js'
 import { NotFoundError } from '../lib/errors.js'
 import { prefersRespondAsync } from '../lib/prefer.js'
 import { numberBatch } from '../plugins/dumps.js'
@@ -22,6 +24,15 @@ const ImageParams = Type.Object({
   requestId: Type.Integer({ minimum: 1, maximum: 2 ** 31 - 1 }),
   imageId: Type.Integer({ minimum: 1, maximum: 2 ** 31 - 1 })
 })
+
+const REPLAYED = { type: 'string', enum: ['true'], description: 'sent when the Idempotency-Key named a dump admitted before: this is that dump' }
+
+/** A dump's record, sent as stored, in the format the dump came in (documentation only: bytes are not serialised). */
+const STORED_RECORD: Record<string, unknown> = {
+  description: 'The dump\'s record.',
+  headers: { 'X-Dump-Complete': { type: 'string', enum: ['true', 'false'], description: 'whether every image has its outcome' } },
+  content: { [JSON_MEDIA_TYPE]: { schema: DumpResultSchema }, [XML_MEDIA_TYPES[0]]: { schema: DumpResultSchema } }
+}
 
 export interface DumpRoutesOptions {
   /** the largest batch body read, in bytes (BODY_LIMIT_BYTES) */
@@ -70,7 +81,29 @@ export default async function dumpRoutes (fastify: FastifyInstance, options: Dum
     bodyLimit: options.bodyLimit,
     // XML and the literal JSON mapping are reshaped into the canonical batch; the schema decides
     preValidation: negotiation.reshapeBatch,
-    schema: { body: BatchSchema, headers: DumpRequestHeadersSchema, response: { 200: DumpResultSchema, 202: DumpResultSchema } },
+    schema: {
+      summary: 'Download the images of a batch',
+      description: 'Downloads every image of every item and answers with the outcome of each, once all have one. ' +
+        'With `Prefer: respond-async` it answers 202 at once and the dump runs on; follow it at `Location`. ' +
+        'An `Idempotency-Key` makes a retried request answer with the same dump instead of starting another. ' +
+        'Takes one slot of the caller\'s hourly quota (none for a replay).',
+      tags: ['dumps'],
+      consumes: ['application/json', ...XML_MEDIA_TYPES],
+      body: BatchSchema,
+      headers: DumpRequestHeadersSchema,
+      response: {
+        200: describe(DumpResultSchema, { description: 'Every image has its outcome.', headers: { 'Idempotent-Replayed': REPLAYED } }),
+        202: describe(DumpResultSchema, {
+          description: 'Admitted and running (Prefer: respond-async, or a replay of a dump still running): the record so far.',
+          headers: {
+            Location: { type: 'string', description: 'where the dump\'s record is: /v1/dumps/{requestId}' },
+            'Preference-Applied': { type: 'string', description: 'respond-async' },
+            'Idempotent-Replayed': REPLAYED
+          }
+        }),
+        422: describe(ErrorSchema, { description: 'The Idempotency-Key was first sent with a different batch.' })
+      }
+    },
     validatorCompiler: TypeBoxValidatorCompiler,
     schemaErrorFormatter: batchErrorFormatter,
     preHandler: [
@@ -99,7 +132,17 @@ export default async function dumpRoutes (fastify: FastifyInstance, options: Dum
 
   app.get('/v1/dumps/:requestId', {
     onRequest: fastify.imageDumpAuth.authenticate,
-    schema: { params: DumpParams }
+    schema: {
+      summary: 'A dump\'s record',
+      description: 'The record in the format the dump was sent in (JSON or XML). While the dump runs, its status and the status of every image ' +
+        'without an outcome yet are PENDING, and `progress` counts the outcomes so far.',
+      tags: ['dumps'],
+      params: DumpParams,
+      response: {
+        200: STORED_RECORD,
+        404: describe(ErrorSchema, { description: 'The caller has no dump with this id.' })
+      }
+    }
   }, async (request, reply) => {
     const record = await fastify.dumps.find(request.principal.userid, request.params.requestId)
     if (record === undefined) throw new NotFoundError('dump not found')
@@ -109,7 +152,17 @@ export default async function dumpRoutes (fastify: FastifyInstance, options: Dum
 
   app.get('/v1/dumps/:requestId/images/:imageId', {
     onRequest: fastify.imageDumpAuth.authenticate,
-    schema: { params: ImageParams }
+    schema: {
+      summary: 'A stored image',
+      description: 'The bytes as downloaded, with the type they were recognised as. Sent with an ETag and Last-Modified (304 to a matching ' +
+        'conditional request) and ranges (206).',
+      tags: ['dumps'],
+      params: ImageParams,
+      response: {
+        200: { description: 'The image.', content: { 'image/*': { schema: { type: 'string', contentMediaType: 'image/*' } } } },
+        404: describe(ErrorSchema, { description: 'The caller has no such dump, the image failed, or it is not stored yet.' })
+      }
+    }
   }, async (request, reply) => {
     const { requestId, imageId } = request.params
     const image = await fastify.dumps.image(request.principal.userid, requestId, imageId)

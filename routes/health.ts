@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify'
 import Type from 'typebox'
+import { describe } from '../plugins/api-docs.js'
 
 const HealthSchema = Type.Object({
   status: Type.Union([Type.Literal('ok'), Type.Literal('unavailable')]),
@@ -8,8 +9,15 @@ const HealthSchema = Type.Object({
 
 export default async function healthRoutes (fastify: FastifyInstance): Promise<void> {
   fastify.get('/health', {
-    schema: { response: { 200: HealthSchema, 503: HealthSchema } },
-    config: { xmlRoot: 'health' }
+    schema: {
+      summary: 'Liveness and database readiness',
+      tags: ['operations'],
+      response: {
+        200: describe(HealthSchema, { description: 'The service is up and its database answers.' }),
+        503: describe(HealthSchema, { description: 'The service is up but its database does not answer.' })
+      }
+    },
+    config: { xmlRoot: 'health', shedLoad: false }
   }, async (request, reply) => {
     const report = await fastify.persistence.health()
     if (report.ok) return { status: 'ok', database: 'reachable' }

@@ -71,6 +71,20 @@ export class DumpRun {
   }
 }
 
+/** What a runner tells as it goes (metrics, live progress); a listener must not throw. */
+export interface DumpObserver {
+  /** a run of a dump starts: its admission's, or a resumption */
+  started?: (requestId: number) => void
+  /**
+   * an image of it has its outcome (an interrupted download is none: the image stays
+   * pending); `downloaded` is false for an image whose URL was downloaded for another image
+   * of the dump (its bytes are stored once, under that one)
+   */
+  image?: (requestId: number, result: ImageResult, downloaded: boolean) => void
+  /** the run ended: with the dump's final record once it completed it, else undefined */
+  ended?: (requestId: number, result: DumpResult | undefined) => void
+}
+
 export interface DumpRunnerOptions {
   fetcher: ImageFetcher
   storage: StorageLayout
@@ -81,10 +95,11 @@ export interface DumpRunnerOptions {
   onRecorded?: (requestId: number) => void
   /** the recording cadence (outcome-recorder.ts) */
   recording?: { maxBatch?: number, maxDelayMs?: number }
+  observer?: DumpObserver
 }
 
 export function createDumpRunner (options: DumpRunnerOptions) {
-  const { fetcher, storage, requests, dumpImages, log } = options
+  const { fetcher, storage, requests, dumpImages, log, observer = {} } = options
   const runs = new Map<number, DumpRun>()
   const executing = new Set<Promise<unknown>>()
 
@@ -118,6 +133,8 @@ export function createDumpRunner (options: DumpRunnerOptions) {
       onError: (error) => { log.warn({ err: error, requestId }, 'recording image outcomes failed; trying again') }
     })
     run.recorder = recorder
+    observer.started?.(requestId)
+    let completed: DumpResult | undefined
     try {
       const pending = imagesOf(items).filter((image) => image.status === 'PENDING')
       // A URL that appears more than once is downloaded once, into the file of its first
@@ -133,6 +150,7 @@ export function createDumpRunner (options: DumpRunnerOptions) {
           if (image !== first && outcome.status === 'SUCCESS') storedAs.set(image.imageId, first.imageId)
           results.set(image.imageId, result)
           recorder.add(result)
+          observer.image?.(requestId, result, image === first)
         }
       }))
       if (run.stopped === undefined) {
@@ -149,10 +167,11 @@ export function createDumpRunner (options: DumpRunnerOptions) {
       const written = await complete(run, result, format)
       if (written === 'written') {
         options.onRecorded?.(requestId)
-        return result
+        return (completed = result)
       }
       throw notFinished(requestId, written)
     } finally {
+      observer.ended?.(requestId, completed)
       recorder.stop()
       runs.delete(requestId)
     }

@@ -52,7 +52,7 @@ t.test('the tarball holds the built code, its declarations, the README, the lice
   const files = (JSON.parse(dry.stdout) as Array<{ files: Array<{ path: string }> }>)[0]!.files.map((f) => f.path).sort()
 
   t.same(files.filter((path) => !/^dist\/.+\.(js|d\.ts)$/.test(path)), ['LICENSE', 'README.md', 'package.json', 'users.txt'],
-    'besides dist/**/*.js and *.d.ts: the README, the package file and the sample users; no sources, tests, bench, maps or .tsbuildinfo')
+    'besides dist/**/*.js and *.d.ts: the license, the README, the package file and the sample users; no sources, tests, bench, maps or .tsbuildinfo')
   const targets = Object.values(pkg.exports).flatMap((target) => [target.types, target.default].map((path) => path.replace(/^\.\//, '')))
   t.same(targets.filter((path) => !files.includes(path)), [], 'every file package.json exports is in it')
   const js = files.filter((path) => path.endsWith('.js'))
@@ -178,4 +178,10 @@ t.test('installed in a new project, a host compiles against its types and runs i
   t.equal((await call('/staff/me', bearer(serviceToken))).status, 401, 'and with a token of the /images copy: its own database, its own secrets')
 
   t.equal(await server.stop(), 0, 'the host stops cleanly')
+
+  // the package's bin, as npm linked it, talking to the host's copy of the service
+  const bin = join(host, 'node_modules', '.bin', 'image-dump')
+  const help = await run(bin, ['--help'], { cwd: host, env: userEnv() })
+  t.equal(help.code, 0, 'the installed bin runs', { output: help.output })
+  t.match(help.output, /Usage: image-dump \[options\] \[command\]/)
 })
