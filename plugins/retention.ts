@@ -3,6 +3,7 @@ import type { FastifyInstance } from 'fastify'
 import { createDumpImages } from '../db/dump-images.js'
 import { createRequests } from '../db/requests.js'
 import { createStorageLayout } from '../lib/storage-layout.js'
+import { setTimeout as sleep } from 'node:timers/promises'
 
 export interface RetentionOptions {
   /** dumps admitted longer ago than this many days are removed (records, outcomes, files) */
@@ -29,6 +30,29 @@ export interface SweepReport {
 /** A retention that would reach into what the quota or the idempotency keys still count on. */
 export class RetentionTooShortError extends Error {
   override name = 'RetentionTooShortError'
+}
+
+/**
+ * Whether InnoDB rolled the statement back to break a deadlock (1213) or gave up waiting for
+ * a lock (1205). Sweeps on several instances delete neighbouring rows of the same indexes at
+ * once, and InnoDB's next-key locks make such a victim possible: the statement changed
+ * nothing and can simply run again.
+ */
+function isLockConflict (error: unknown): boolean {
+  const errno = typeof error === 'object' && error !== null ? (error as { errno?: unknown }).errno : undefined
+  return errno === 1213 || errno === 1205
+}
+
+/** Runs one step of a removal, again (up to 4 times in all) when it lost a lock conflict. */
+async function againOnLockConflict<T> (step: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await step()
+    } catch (error) {
+      if (attempt >= 4 || !isLockConflict(error)) throw error
+      await sleep(10 * 2 ** attempt + Math.random() * 10)
+    }
+  }
 }
 
 /**
@@ -65,14 +89,14 @@ export function createRetention (fastify: FastifyInstance, options: RetentionOpt
         let takenHere = 0
         for (const { id, userid } of batch) {
           if (stopping()) break
-          if (!await requests.claimExpired(id, retentionSeconds, leaseSeconds)) {
+          if (!await againOnLockConflict(() => requests.claimExpired(id, retentionSeconds, leaseSeconds))) {
             report.takenElsewhere++
             continue
           }
           takenHere++
           await storage.removeDumpFolder(userid, id)
-          await dumpImages.removeOf(id)
-          if (await requests.remove(id)) report.removed++
+          await againOnLockConflict(() => dumpImages.removeOf(id))
+          if (await againOnLockConflict(() => requests.remove(id))) report.removed++
         }
         // the rest of the expired rows are taken by other sweeps, or there are none left
         if (batch.length < batchSize || takenHere === 0) break
