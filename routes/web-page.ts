@@ -55,6 +55,8 @@ export default async function webPage (fastify: FastifyInstance): Promise<void> 
     return reply.header('cache-control', 'no-cache').sendFile('index.html', WEB_DIR)
   })
   fastify.get('/web/style.css', hidden, async (_request, reply) => reply.header('cache-control', 'no-cache').sendFile('style.css', WEB_DIR))
+  // the browser asks for an icon anyway: without one, every visit logs a 404
+  fastify.get('/web/icon.svg', hidden, async (_request, reply) => reply.header('cache-control', 'no-cache').sendFile('icon.svg', WEB_DIR))
   fastify.get<{ Params: { module: string } }>('/web/:module', hidden, async (request, reply) => {
     const name = request.params.module.replace(/\.js$/, '')
     if (!request.params.module.endsWith('.js') || !MODULES.has(name)) return reply.callNotFound()

@@ -7,7 +7,7 @@ import { ApiError, apiUrl, call, followEvents, readDocument, readJson, sha256Hex
 interface Quota { plan: string, limit: number, used: number, remaining: number, resetSeconds: number }
 interface Progress { total: number, done: number, succeeded: number, failed: number }
 interface DumpSummary { requestId: number, retryOf?: number, status: string, createdAt: string, progress: Progress }
-interface ImageError { type: string, httpStatus?: number, message?: string }
+interface ImageError { type: string, code?: string, httpStatus?: number, message?: string }
 interface ImageOutcome {
   imageId: number
   url: string
@@ -122,7 +122,8 @@ function showProgress (progress: Progress, status: string): void {
 function reason (error: ImageError | undefined): string {
   if (error === undefined) return 'failed'
   if (error.httpStatus !== undefined) return `${error.type} ${error.httpStatus}`
-  return error.message === undefined ? error.type : `${error.type}: ${error.message}`
+  const kind = error.code ?? error.type
+  return error.message === undefined ? kind : `${kind}: ${error.message}`
 }
 
 function sizeOf (bytes: number): string {
@@ -179,7 +180,7 @@ function renderOutcome (entry: HTMLLIElement, image: ImageOutcome): void {
   }
 }
 
-async function openDump (requestId: number): Promise<void> {
+async function openDump (requestId: number, justSent = false): Promise<void> {
   closeDump()
   const current = { requestId, entries: new Map<number, HTMLLIElement>(), blobs: [] as string[], stop: new AbortController() }
   shown = current
@@ -198,22 +199,21 @@ async function openDump (requestId: number): Promise<void> {
   $('gallery').replaceChildren(...current.entries.values())
   const count = (status: string): number => images.filter((image) => image.status === status).length
   showProgress(record.progress ?? { total: images.length, done: images.length - count('PENDING'), succeeded: count('SUCCESS'), failed: count('FAILURE') }, record.status)
-  if (response.headers.get('x-dump-complete') === 'true') return
-
-  await followEvents(`v1/dumps/${requestId}/events`, (event) => {
-    if (shown !== current) return
-    const data = readDocument(event.data, '') as Record<string, unknown> | undefined
-    if (data === undefined) return
-    if (event.event === 'progress') showProgress(data as unknown as Progress, 'PENDING')
-    else if (event.event === 'image') {
-      const image = data as unknown as ImageOutcome
-      const entry = current.entries.get(image.imageId)
-      if (entry !== undefined) renderOutcome(entry, image)
-    } else if (event.event === 'complete') {
-      showProgress(data['progress'] as Progress, String(data['status']))
-      run(async () => { await Promise.all([refreshQuota(), loadDumps()]) })
-    }
-  }, current.stop.signal)
+  if (response.headers.get('x-dump-complete') !== 'true') {
+    await followEvents(`v1/dumps/${requestId}/events`, (event) => {
+      if (shown !== current) return
+      const data = readDocument(event.data, '') as Record<string, unknown> | undefined
+      if (data === undefined) return
+      if (event.event === 'progress') showProgress(data as unknown as Progress, 'PENDING')
+      else if (event.event === 'image') {
+        const image = data as unknown as ImageOutcome
+        const entry = current.entries.get(image.imageId)
+        if (entry !== undefined) renderOutcome(entry, image)
+      } else if (event.event === 'complete') showProgress(data['progress'] as Progress, String(data['status']))
+    }, current.stop.signal)
+  } else if (!justSent) return
+  // the list still shows it running: it was listed before it completed
+  if (shown === current) await loadDumps()
 }
 
 async function submitDump (form: HTMLFormElement): Promise<void> {
@@ -228,7 +228,7 @@ async function submitDump (form: HTMLFormElement): Promise<void> {
   const accepted = await readJson<{ requestId: number }>(response)
   say('')
   await Promise.all([refreshQuota(), loadDumps()])
-  await openDump(accepted.requestId)
+  await openDump(accepted.requestId, true)
 }
 
 async function signIn (form: HTMLFormElement): Promise<void> {
