@@ -167,7 +167,8 @@ function renderOutcome (entry: HTMLLIElement, image: ImageOutcome): void {
     entry.replaceChildren(img, text('details', details.join(' · ')), document.createElement('br'), url)
     const location = image.location
     queue(async () => {
-      const blob = await (await call(new URL(location, document.baseURI).href, { signal: current.stop.signal })).blob()
+      // an API path of the service, which the page is the root of (wherever a host mounted it)
+      const blob = await (await call(apiUrl(location), { signal: current.stop.signal })).blob()
       if (shown !== current) return
       const blobUrl = URL.createObjectURL(blob)
       current.blobs.push(blobUrl)
