@@ -77,7 +77,8 @@ async function refreshQuota (): Promise<void> {
   gauge.high = quota.limit * 0.8
   gauge.value = quota.used
   $('quota-text').textContent = `${quota.plan}: ${quota.used} of ${quota.limit} dumps used this hour, ${quota.remaining} left` +
-    (quota.used > 0 ? `; the next frees in ${Math.ceil(quota.resetSeconds / 60)} min` : '')
+    // resetSeconds is 0 while a slot is free
+    (quota.remaining === 0 ? `; the next frees in ${Math.ceil(quota.resetSeconds / 60)} min` : '')
 }
 
 function dumpLabel (dump: DumpSummary): string {

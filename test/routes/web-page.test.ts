@@ -142,6 +142,7 @@ async function pageTest (t: Test, browser: Browser, origin: Origin, engine: 'sql
 
   await page.waitForFunction((used) => (document.getElementById('quota-gauge') as HTMLMeterElement).value === used, before.value + 1)
   t.same(await gauge(page), { value: before.value + 1, max: 100 }, 'the quota gauge moved by one')
+  t.equal(await page.textContent('#quota-text'), 'gold: 1 of 100 dumps used this hour, 99 left', 'and says so')
   t.match(await page.textContent('#dumps'), /#1 PARTIAL 20\/20/, 'the dump is in my dumps')
 
   // a second dump, pasted as JSON
@@ -158,6 +159,9 @@ async function pageTest (t: Test, browser: Browser, origin: Origin, engine: 'sql
   await page.waitForFunction(() => document.getElementById('dump-title')?.textContent === 'Dump #1' &&
     [...document.querySelectorAll<HTMLImageElement>('#gallery img')].filter((img) => img.naturalWidth > 0).length === 15)
   t.equal(await page.$$eval('#gallery li', (entries) => entries.length), 20, 'an earlier dump opened from the list shows its 20 entries')
+
+  // the README's picture: WEB_SCREENSHOT=docs/web-page.png npx tap test/routes/web-page.test.ts
+  if (process.env.WEB_SCREENSHOT !== undefined && engine === 'sqlite') await page.screenshot({ path: process.env.WEB_SCREENSHOT, fullPage: true })
 
   // a phone's width: one column, nothing wider than the screen
   await page.setViewportSize({ width: 360, height: 740 })
