@@ -263,7 +263,7 @@ $<HTMLFormElement>('new-dump').addEventListener('submit', (event) => {
   event.preventDefault()
   run(() => submitDump(event.target as HTMLFormElement))
 })
-$<HTMLInputElement>('new-dump').querySelector<HTMLInputElement>('input[type=file]')!.addEventListener('change', (event) => {
+$<HTMLFormElement>('new-dump').querySelector<HTMLInputElement>('input[type=file]')!.addEventListener('change', (event) => {
   const file = (event.target as HTMLInputElement).files?.[0]
   if (file === undefined) return
   run(async () => { ($<HTMLFormElement>('new-dump').elements.namedItem('batch') as HTMLTextAreaElement).value = await file.text() })
