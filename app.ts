@@ -22,6 +22,7 @@ import loadShedding, { shedsLoad } from './plugins/load-shedding.js'
 import metrics from './plugins/metrics.js'
 import metricsRoutes from './routes/metrics.js'
 import { packageInfo } from './lib/package-info.js'
+import webPage from './routes/web-page.js'
 
 export interface ImageDumpOptions {
   config: Config
@@ -29,13 +30,15 @@ export interface ImageDumpOptions {
   docs?: boolean
   /** serve the Prometheus metrics at /metrics [true] */
   metrics?: boolean
+  /** serve the web page (sign in, dumps, gallery) at / [true] */
+  page?: boolean
 }
 
 /**
  * The routes, in a scope of their own: they alone get the service's body parsers, answer
  * format, error handler and connection handling, whatever scope the service is in.
  */
-async function serviceRoutes (scope: FastifyInstance, { config, docs = true, metrics: serveMetrics = true }: ImageDumpOptions): Promise<void> {
+async function serviceRoutes (scope: FastifyInstance, { config, docs = true, metrics: serveMetrics = true, page = true }: ImageDumpOptions): Promise<void> {
   // A request still in flight when the server closes would leave its keep-alive connection
   // open until the idle timeout, holding the stop for a minute: those answers close it.
   let closing = false
@@ -60,6 +63,7 @@ async function serviceRoutes (scope: FastifyInstance, { config, docs = true, met
   await scope.register(authRoutes)
   await scope.register(quotaRoutes)
   await scope.register(dumpRoutes, { bodyLimit: config.bodyLimitBytes, events: { maxStreamsPerUser: config.eventsMaxStreamsPerUser } })
+  if (page) await scope.register(webPage)
 }
 
 /**
@@ -94,7 +98,7 @@ async function imageDump (fastify: FastifyInstance, options: ImageDumpOptions): 
   if (config.retentionDays !== null) await fastify.register(retention, { retentionDays: config.retentionDays, storageDir: config.storageDir })
   await fastify.register(metrics)
   // not `options` itself: a host's `prefix` in it is already this scope's
-  await fastify.register(serviceRoutes, { config, docs: options.docs, metrics: options.metrics })
+  await fastify.register(serviceRoutes, { config, docs: options.docs, metrics: options.metrics, page: options.page })
 }
 
 export default imageDump

@@ -229,6 +229,19 @@ t.test("the service's routes work under their prefixes", async (t) => {
   t.test("the host's JSON parser never read a body of the service", async (t) => {
     t.same(host.parsed.filter((url) => url.startsWith('/a/') || url.startsWith('/b/')), [])
   })
+  t.test('the web page is under each prefix, and its Content-Security-Policy on its routes only', async (t) => {
+    for (const prefix of ['/a', '/b']) {
+      const page = await host.app.inject({ method: 'GET', url: `${prefix}/` })
+      t.equal(page.statusCode, 200, `${prefix}/: the page`)
+      t.match(page.headers['content-type'], /^text\/html/)
+      t.match(page.headers['content-security-policy'], /default-src 'none'/, 'with its policy')
+      const script = await host.app.inject({ method: 'GET', url: `${prefix}/web/app.js` })
+      t.same([script.statusCode, typeof script.headers['content-security-policy']], [200, 'string'], 'its script too')
+    }
+    const others = await Promise.all(['/a/health', '/b/v1/quota', '/ping', '/nope'].map(async (url) => (await host.app.inject({ method: 'GET', url })).headers))
+    t.same(others.map((headers) => [headers['content-security-policy'], headers['x-frame-options']]), others.map(() => [undefined, undefined]),
+      "neither the service's API nor the host's routes get the page's headers")
+  })
 })
 
 t.test('the variant that shares its decorators takes no prefix (Fastify would give it none)', async (t) => {

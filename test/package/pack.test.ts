@@ -51,12 +51,14 @@ t.test('the tarball holds the built code, its declarations, the README, the lice
   t.equal(dry.code, 0, 'npm pack --dry-run', { output: dry.output })
   const files = (JSON.parse(dry.stdout) as Array<{ files: Array<{ path: string }> }>)[0]!.files.map((f) => f.path).sort()
 
-  t.same(files.filter((path) => !/^dist\/.+\.(js|d\.ts)$/.test(path)), ['LICENSE', 'README.md', 'package.json', 'users.txt'],
-    'besides dist/**/*.js and *.d.ts: the license, the README, the package file and the sample users; no sources, tests, bench, maps or .tsbuildinfo')
+  t.same(files.filter((path) => !/^dist\/.+\.(js|d\.ts)$/.test(path)), ['LICENSE', 'README.md', 'package.json', 'users.txt', 'web/icon.svg', 'web/index.html', 'web/style.css'],
+    'besides dist/**/*.js and *.d.ts: the license, the README, the package file, the sample users and the web page\'s HTML, CSS and icon; no sources, tests, bench, maps or .tsbuildinfo')
+  t.same(files.filter((path) => path.startsWith('dist/web/')), ['dist/web/api.js', 'dist/web/app.js'], "the web page's scripts, compiled for the browser")
   const targets = Object.values(pkg.exports).flatMap((target) => [target.types, target.default].map((path) => path.replace(/^\.\//, '')))
   t.same(targets.filter((path) => !files.includes(path)), [], 'every file package.json exports is in it')
   const js = files.filter((path) => path.endsWith('.js'))
-  t.same(js.filter((path) => !files.includes(path.replace(/\.js$/, '.d.ts'))), [], 'every module comes with its declarations')
+  t.same(js.filter((path) => !path.startsWith('dist/web/') && !files.includes(path.replace(/\.js$/, '.d.ts'))), [],
+    'every module comes with its declarations (but the page\'s scripts, which only the browser loads)')
   const stale: string[] = []
   for (const path of js) {
     try {
@@ -169,6 +171,19 @@ t.test('installed in a new project, a host compiles against its types and runs i
   t.match(await call('/images/v1/quota', bearer(serviceToken)), { status: 200, body: { plan: 'silver', limit: 50, used: 0, remaining: 50 } },
     'the quota through the prefix')
   t.match(await call('/images/v1/quota'), { status: 401, body: { statusCode: 401, error: 'Unauthorized' } }, "without a token, the service's 401")
+
+  // the web page, found by the built server where the package is installed
+  const page = await fetch(`${server.baseUrl}/images/`)
+  t.equal(page.status, 200, 'the web page under the prefix')
+  t.match(await page.text(), /<script type="module" src="web\/app\.js"><\/script>/, 'is the page')
+  t.match(page.headers.get('content-security-policy'), /default-src 'none'/, 'with its Content-Security-Policy')
+  for (const asset of ['web/app.js', 'web/api.js', 'web/style.css', 'web/icon.svg']) {
+    const response = await fetch(`${server.baseUrl}/images/${asset}`)
+    t.equal(response.status, 200, `and its ${asset}`)
+    await response.arrayBuffer()
+  }
+  const bare = await fetch(`${server.baseUrl}/images`, { redirect: 'manual' })
+  t.same([bare.status, bare.headers.get('location')], [301, '/images/'], 'the prefix without its slash is sent to the page, whose links are relative')
 
   const staffLogin = await call('/staff/login', credentials)
   t.match(staffLogin, { status: 200, body: { token: String, expiresIn: 600 } }, 'a login through the auth plugin alone, on a host route')
