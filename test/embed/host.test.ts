@@ -20,10 +20,13 @@ import rateLimit from '@fastify/rate-limit'
 import imageDump, { imageDumpWithDecorators } from '../../app.js'
 import { loadConfig, type Config } from '../../config.js'
 import { sha256Hex } from '../../lib/password.js'
+import { buildDist } from '../helpers/build.js'
 import { createTestDatabase } from '../helpers/db.js'
 import { startOrigin } from '../helpers/origin.js'
 import { sampleUsers } from '../helpers/users.js'
 
+// the web page's script is compiled by the build (web/*.ts to dist/web/); its route is checked here
+await buildDist()
 const origin = await startOrigin()
 t.teardown(() => origin.close())
 
