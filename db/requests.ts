@@ -2,6 +2,9 @@ import { sql, type ExpressionBuilder, type Kysely, type Transaction } from 'kyse
 import { msUntil, now, secondsAgo } from './engine.js'
 import type { Database, Engine } from './schema.js'
 import type { BodyFormat } from '../schemas/batch.js'
+import { createRequestHistory } from './request-history.js'
+
+export type { ListedRequest } from './request-history.js'
 
 /** The database, or a transaction on it: what a query runs on. */
 export type Executor = Kysely<Database> | Transaction<Database>
@@ -25,19 +28,6 @@ export interface Completion {
   failed: number
 }
 
-/** A row of the list of a user's dumps: the counts are null on rows kept before they were. */
-export interface ListedRequest {
-  id: number
-  dataformat: BodyFormat
-  complete: boolean
-  createdAt: Date
-  images: number | null
-  outcome: Completion['status'] | null
-  succeeded: number | null
-  failed: number | null
-  retryOf: number | null
-}
-
 /** The dump an idempotency key names. */
 export interface KeyOwner {
   requestId: number
@@ -55,11 +45,6 @@ function isKeyTaken (error: unknown): boolean {
   return duplicate && typeof message === 'string' && message.includes('idempotency_key')
 }
 
-/** A timestamp as read back: a Date from MySQL (read in UTC), UTC text from SQLite. */
-function asUtcDate (value: Date | string): Date {
-  return value instanceof Date ? value : new Date(`${value.replace(' ', 'T')}Z`)
-}
-
 export interface StoredRequest {
   format: BodyFormat
   data: Buffer
@@ -74,6 +59,8 @@ export interface StoredRequest {
  * query on the table is here.
  */
 export function createRequests (db: Kysely<Database>, engine: Engine) {
+  const history = createRequestHistory(db, engine)
+
   async function insert (executor: Executor, userid: number, record: RequestRecord, seq: number): Promise<number> {
     const result = await executor.insertInto('requests')
       .values({
@@ -108,6 +95,8 @@ export function createRequests (db: Kysely<Database>, engine: Engine) {
   }
 
   return {
+    ...history,
+
     /**
      * Runs `decide` in a transaction that holds the user's admission lock: on MySQL the
      * user's row, locked by primary key (locking an empty index range instead would take gap
@@ -255,36 +244,6 @@ export function createRequests (db: Kysely<Database>, engine: Engine) {
       return { format: row.dataformat, data: Buffer.from(row.data), complete: Boolean(row.status), retryOf: row.retry_of }
     },
 
-    /**
-     * A page of the user's dumps, newest first: at most `limit` of those with an id below
-     * `beforeId` (all with undefined). Ids grow with admission, and one user's admissions
-     * are serialised by their lock, so a page boundary never skips a dump admitted meanwhile.
-     */
-    async list (userid: number, beforeId: number | undefined, limit: number): Promise<ListedRequest[]> {
-      let query = db.selectFrom('requests')
-        .select(['id', 'dataformat', 'status', 'created_at', 'images', 'outcome', 'succeeded', 'failed', 'retry_of'])
-        .where('userid', '=', userid)
-      if (beforeId !== undefined) query = query.where('id', '<', beforeId)
-      const rows = await query.orderBy('id', 'desc').limit(limit).execute()
-      return rows.map((row) => ({
-        id: row.id,
-        dataformat: row.dataformat,
-        complete: Boolean(row.status),
-        createdAt: asUtcDate(row.created_at),
-        images: row.images,
-        outcome: row.outcome,
-        succeeded: row.succeeded,
-        failed: row.failed,
-        retryOf: row.retry_of
-      }))
-    },
-
-    /** The dump a dump retries, if it is a retry; undefined when the user has no such dump. */
-    async retryOf (userid: number, id: number): Promise<number | null | undefined> {
-      const row = await db.selectFrom('requests').select('retry_of').where('id', '=', id).where('userid', '=', userid).executeTakeFirst()
-      return row === undefined ? undefined : row.retry_of
-    },
-
     /** Incomplete requests whose heartbeat is at least `olderThanMs` old, with the run that last held each. */
     async stale (olderThanMs: number): Promise<Array<{ id: number, userid: number, dataformat: BodyFormat, data: Buffer | null, resumes: number, retry_of: number | null }>> {
       return await db.selectFrom('requests').select(['id', 'userid', 'dataformat', 'data', 'resumes', 'retry_of'])
@@ -321,40 +280,6 @@ export function createRequests (db: Kysely<Database>, engine: Engine) {
       // rare: find out which (an update within the same millisecond may also count as no change)
       const still = new Set((await db.selectFrom('requests').select('id').where(held).execute()).map((row) => row.id))
       return new Set(runs.filter(({ id }) => !still.has(id)).map(({ id }) => id))
-    },
-
-    /**
-     * Up to `limit` complete dumps admitted more than `olderThanSeconds` ago, oldest first,
-     * found through the created_at index (only the rows returned, and incomplete ones met
-     * on the way, are read). A dump still running is never retired.
-     */
-    async expired (olderThanSeconds: number, limit: number): Promise<Array<{ id: number, userid: number }>> {
-      return await db.selectFrom('requests').select(['id', 'userid'])
-        .where('created_at', '<', secondsAgo(engine, olderThanSeconds)).where('status', '=', 1)
-        .orderBy('created_at').limit(limit)
-        .execute()
-    },
-
-    /**
-     * Takes an expired dump for removal, atomically: only while it is still complete, still
-     * older than `olderThanSeconds`, and not taken by another sweep within the last
-     * `leaseSeconds` (a complete row's heartbeat is otherwise its completion), so that of
-     * several instances sweeping at once exactly one removes it; one that stopped halfway
-     * leaves it to be taken again after the lease. Whether this caller got it.
-     */
-    async claimExpired (id: number, olderThanSeconds: number, leaseSeconds: number): Promise<boolean> {
-      const update = await db.updateTable('requests').set({ heartbeat_at: now(engine) })
-        .where('id', '=', id).where('status', '=', 1)
-        .where('created_at', '<', secondsAgo(engine, olderThanSeconds))
-        .where('heartbeat_at', '<=', secondsAgo(engine, leaseSeconds))
-        .executeTakeFirst()
-      return Number(update.numUpdatedRows) > 0
-    },
-
-    /** Deletes a dump's row (its outcomes go with it); whether it was there. */
-    async remove (id: number): Promise<boolean> {
-      const deleted = await db.deleteFrom('requests').where('id', '=', id).executeTakeFirst()
-      return Number(deleted.numDeletedRows) > 0
     }
   }
 }
