@@ -12,15 +12,12 @@ import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
 import { ConflictError, NotFoundError } from '../lib/errors.js'
-import { prefersRespondAsync } from '../lib/prefer.js'
-import { failedBatch, numberBatch, readRecord } from '../plugins/dumps.js'
+import { failedBatch, readRecord } from '../plugins/dumps.js'
 import type { Batch, BodyFormat } from '../schemas/batch.js'
+import type { DumpAdmission } from './dump-admission.js'
 import { DumpResultSchema } from '../schemas/dump.js'
 import { ErrorSchema } from '../schemas/error.js'
 import { describe } from '../plugins/api-docs.js'
-import { sendAccepted } from './dump-answers.js'
-import type { DumpRuns } from './dump-runs.js'
-import { batchDigest, type Replays } from './idempotency.js'
 
 const DumpParams = Type.Object({ requestId: Type.Integer({ minimum: 1, maximum: 2 ** 31 - 1 }) })
 
@@ -32,13 +29,12 @@ declare module 'fastify' {
 }
 
 export interface DumpRetryRoutesOptions {
-  runs: DumpRuns
-  replays: Replays
+  admission: DumpAdmission
   /** the onRequest hook that reads the Idempotency-Key (routes/dumps.ts) */
   readKey: (request: FastifyRequest) => Promise<void>
 }
 
-export function dumpRetryRoutes (fastify: FastifyInstance, { runs, replays, readKey }: DumpRetryRoutesOptions): void {
+export function dumpRetryRoutes (fastify: FastifyInstance, { admission, readKey }: DumpRetryRoutesOptions): void {
   fastify.decorateRequest('retry', null)
 
   fastify.withTypeProvider<TypeBoxTypeProvider>().post('/v1/dumps/:requestId/retry', {
@@ -73,22 +69,13 @@ export function dumpRetryRoutes (fastify: FastifyInstance, { runs, replays, read
         }
         if (batch === undefined) throw new ConflictError(`dump ${of} has no failed image to retry`)
         request.retry = { of, batch, format: record.format }
-        const admitted = fastify.dumps.admissionRecord(batch, record.format, of)
-        const key = request.idempotencyKey
-        request.quotaRecord = key === null ? admitted : { ...admitted, idempotency: { key, batchSha256: batchDigest(batch) } }
+        admission.prepare(request, batch, record.format, of)
       },
       fastify.quota.enforce
     ],
     config: { xmlRoot: 'result' }
   }, async (request, reply) => {
-    const respondAsync = prefersRespondAsync(request.headers.prefer)
-    const replayOf = request.idempotentReplayOf
-    if (replayOf !== undefined) return await replays.answer(request, reply, replayOf, respondAsync)
     const { of, batch, format } = request.retry!
-    const requestId = request.admittedRequestId
-    const run = runs.start(request.principal, requestId, batch, format, of)
-    if (!respondAsync) return await run
-    fastify.dumps.runInBackground(run, { requestId })
-    return sendAccepted(request, reply, requestId, { requestId, retryOf: of, status: 'PENDING', items: numberBatch(batch) })
+    return await admission.answer(request, reply, batch, format, of)
   })
 }

@@ -10,14 +10,12 @@ import { CONTENT_TYPES, JSON_MEDIA_TYPE, XML_MEDIA_TYPES } from '../plugins/cont
 import { describe } from '../plugins/api-docs.js'
 import { ErrorSchema } from '../schemas/error.js'
 import { NotFoundError } from '../lib/errors.js'
-import { prefersRespondAsync } from '../lib/prefer.js'
-import { numberBatch } from '../plugins/dumps.js'
-import { sendAccepted } from './dump-answers.js'
 import { createDumpRuns } from './dump-runs.js'
-import { batchDigest, createReplays, idempotencyKeyOf } from './idempotency.js'
+import { createReplays, idempotencyKeyOf } from './idempotency.js'
 import { dumpEventRoutes, type DumpEventRoutesOptions } from './dump-events.js'
 import { dumpListRoutes } from './dump-list.js'
 import { dumpRetryRoutes } from './dump-retry.js'
+import { createDumpAdmission } from './dump-admission.js'
 
 const DumpParams = Type.Object({ requestId: Type.Integer({ minimum: 1, maximum: 2 ** 31 - 1 }) })
 const ImageParams = Type.Object({
@@ -51,7 +49,7 @@ declare module 'fastify' {
 export default async function dumpRoutes (fastify: FastifyInstance, options: DumpRoutesOptions): Promise<void> {
   const negotiation = fastify.imageDumpNegotiation
   const runs = createDumpRuns(fastify)
-  const replays = createReplays(fastify, runs)
+  const admission = createDumpAdmission(fastify, runs, createReplays(fastify, runs))
   fastify.decorateRequest('idempotencyKey', null)
   const readKey = async (request: FastifyRequest): Promise<void> => { request.idempotencyKey = idempotencyKeyOf(request) ?? null }
   // this scope reads batches, in JSON or XML, and no other body
@@ -107,28 +105,12 @@ export default async function dumpRoutes (fastify: FastifyInstance, options: Dum
     validatorCompiler: TypeBoxValidatorCompiler,
     schemaErrorFormatter: batchErrorFormatter,
     preHandler: [
-      async (request) => {
-        const record = fastify.dumps.admissionRecord(request.body, negotiation.bodyFormatOf(request))
-        const key = request.idempotencyKey
-        request.quotaRecord = key === null ? record : { ...record, idempotency: { key, batchSha256: batchDigest(request.body) } }
-      },
+      async (request) => { admission.prepare(request, request.body, negotiation.bodyFormatOf(request)) },
       // admits the dump, or finds the one its Idempotency-Key already names (idempotentReplayOf)
       fastify.quota.enforce
     ],
     config: { xmlRoot: 'result' }
-  }, async (request, reply) => {
-    const respondAsync = prefersRespondAsync(request.headers.prefer)
-    const replayOf = request.idempotentReplayOf
-    if (replayOf !== undefined) return await replays.answer(request, reply, replayOf, respondAsync)
-
-    const { principal, body } = request
-    const requestId = request.admittedRequestId
-    const run = runs.start(principal, requestId, body, negotiation.bodyFormatOf(request))
-    if (!respondAsync) return await run
-    // Prefer: respond-async: answered now; the dump goes on without its request
-    fastify.dumps.runInBackground(run, { requestId })
-    return sendAccepted(request, reply, requestId, { requestId, status: 'PENDING', items: numberBatch(body) })
-  })
+  }, async (request, reply) => await admission.answer(request, reply, request.body, negotiation.bodyFormatOf(request)))
 
   app.get('/v1/dumps/:requestId', {
     onRequest: fastify.imageDumpAuth.authenticate,
@@ -175,5 +157,5 @@ export default async function dumpRoutes (fastify: FastifyInstance, options: Dum
 
   dumpListRoutes(fastify)
   dumpEventRoutes(fastify, options.events)
-  dumpRetryRoutes(fastify, { runs, replays, readKey })
+  dumpRetryRoutes(fastify, { admission, readKey })
 }
