@@ -11,7 +11,8 @@ import { parseRecord } from './records.js'
 export const EXIT = { OK: 0, SOME_FAILED: 1, REFUSED: 2, UNREACHABLE: 3 } as const
 
 export class CliError extends Error {
-  constructor (message: string, readonly exitCode: number) {
+  /** `status`: the HTTP status of the answer that refused, when there was one */
+  constructor (message: string, readonly exitCode: number, readonly status?: number) {
     super(message)
   }
 }
@@ -53,7 +54,7 @@ export function createClient (server: string, token?: string) {
       const message = await refusalOf(response)
       const hint = response.status === 401 && token !== undefined ? ' (run `image-dump login` again)' : ''
       const retry = response.headers.get('retry-after')
-      throw new CliError(`refused (${response.status}): ${message}${hint}${retry === null ? '' : ` [retry after ${retry} s]`}`, EXIT.REFUSED)
+      throw new CliError(`refused (${response.status}): ${message}${hint}${retry === null ? '' : ` [retry after ${retry} s]`}`, EXIT.REFUSED, response.status)
     }
     return response
   }
@@ -80,6 +81,15 @@ export function createClient (server: string, token?: string) {
       const response = await request('GET', `/v1/dumps/${requestId}`)
       return parseRecord(await response.text(), response.headers.get('content-type'))
     },
+
+    /**
+     * A dump's events stream (Server-Sent Events), resuming after `lastEventId` when given;
+     * the answer as it arrives. 204 once the dump is complete.
+     */
+    events: async (requestId: number, lastEventId?: string): Promise<Response> =>
+      await request('GET', `/v1/dumps/${requestId}/events`, {
+        headers: { accept: 'text/event-stream', ...(lastEventId === undefined ? {} : { 'last-event-id': lastEventId }) }
+      }),
 
     quota: async () => (await json<Quota>('GET', '/v1/quota')).body,
 

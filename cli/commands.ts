@@ -6,9 +6,9 @@
 import { createHash, randomUUID } from 'node:crypto'
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises'
 import { extname, join } from 'node:path'
-import { setTimeout as sleep } from 'node:timers/promises'
 import type { DumpResult, ImageResult, Progress } from '../schemas/dump.js'
 import { CliError, EXIT, createClient, type Client } from './client.js'
+import { followDump } from './follow.js'
 import { createProgressView } from './progress.js'
 import { loadToken, saveToken } from './token-store.js'
 
@@ -17,7 +17,7 @@ export interface Context {
   tokenFile: string
   stdout: NodeJS.WriteStream
   stderr: NodeJS.WriteStream
-  /** how often a running dump is asked for its progress, in ms */
+  /** how often a running dump is asked for its progress when its events stream cannot be had, in ms */
   pollMs: number
 }
 
@@ -104,17 +104,13 @@ export async function push (context: Context, file: string, options: PushOptions
 
   const view = createProgressView(context.stderr, requestId, progressOf(record).total)
   try {
-    while (record.status === 'PENDING') {
-      view.update(progressOf(record))
-      await sleep(context.pollMs)
-      try {
-        record = await client.dump(requestId)
-      } catch (error) {
-        if (error instanceof CliError) error.message += ` (dump ${requestId} goes on: follow it with \`image-dump status ${requestId}\`)`
-        throw error
-      }
-    }
     view.update(progressOf(record))
+    if (record.status === 'PENDING') await followDump(client, requestId, { pollMs: context.pollMs, onProgress: (progress) => view.update(progress) })
+    record = await client.dump(requestId)
+    view.update(progressOf(record))
+  } catch (error) {
+    if (error instanceof CliError) error.message += ` (dump ${requestId} goes on: follow it with \`image-dump status ${requestId}\`)`
+    throw error
   } finally {
     view.stop()
   }

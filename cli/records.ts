@@ -1,12 +1,12 @@
 /**
- * A dump's record as the CLI reads it. GET /v1/dumps/{id} sends the record in the format
- * the dump was sent in, so a feed pushed as XML comes back as XML: read with the service's
- * own reader, its text turned into the schema's numbers.
+ * A dump's record and events as the CLI reads them. GET /v1/dumps/{id} and its events
+ * stream speak the format the dump was sent in, so a feed pushed as XML comes back as XML:
+ * read with the service's own reader, its text turned into the schema's numbers.
  */
 import { XMLParser } from 'fast-xml-parser'
 import { Value } from 'typebox/value'
 import { readRecord } from '../plugins/dumps/records.js'
-import { DumpResultSchema, type DumpResult } from '../schemas/dump.js'
+import { DumpResultSchema, ProgressSchema, type DumpResult, type Progress } from '../schemas/dump.js'
 
 const parser = new XMLParser({ parseTagValue: false, processEntities: true, htmlEntities: false, ignoreAttributes: true, ignoreDeclaration: true })
 
@@ -20,4 +20,12 @@ export function parseRecord (text: string, contentType: string | null): DumpResu
     ...(typeof result?.progress === 'object' ? { progress: result.progress } : {}),
     items
   }) as DumpResult
+}
+
+/** The counts a `progress` event carries: JSON, or `<progress>…</progress>` for an XML dump. */
+export function parseProgress (data: string): Progress {
+  const parsed = data.trimStart().startsWith('<') ? (parser.parse(data) as { progress?: unknown }).progress : JSON.parse(data) as unknown
+  const progress = Value.Convert(ProgressSchema, parsed)
+  if (!Value.Check(ProgressSchema, progress)) throw new Error('a progress event without its counts')
+  return progress
 }

@@ -9,6 +9,7 @@
  */
 import t, { type Test } from 'tap'
 import { spawn, spawnSync } from 'node:child_process'
+import { get, type ClientRequest, type IncomingMessage } from 'node:http'
 import { mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -47,8 +48,10 @@ async function imageDump (env: Record<string, string>, args: string[], input = '
   })
 }
 
-async function service (t: Test, env: Record<string, string> = {}): Promise<{ env: Record<string, string>, dir: string }> {
+/** The service on a port of its own; `onRequest` sees each request's method and URL as it arrives. */
+async function service (t: Test, env: Record<string, string> = {}, onRequest?: (method: string, url: string) => void): Promise<{ env: Record<string, string>, dir: string }> {
   const { app } = await buildTestApp(t, 'sqlite', env)
+  if (onRequest !== undefined) app.server.on('request', (request: IncomingMessage) => onRequest(request.method ?? '', request.url ?? ''))
   await app.listen({ port: 0, host: '127.0.0.1' })
   const address = app.server.address()
   if (address === null || typeof address === 'string') throw new Error('no address')
@@ -133,6 +136,71 @@ t.test('push --async answers with the id at once; status follows the dump', asyn
     done = await imageDump(env, ['status', id])
   }
   t.match(done?.stdout, /SUCCESS; 2 of 2 images stored/)
+})
+
+t.test('push follows a running dump through its events stream rather than asking for its record again and again', async (t) => {
+  const asked: string[] = []
+  let following: () => void = () => {}
+  const followed = new Promise<void>((resolve) => { following = resolve })
+  const { env, dir } = await service(t, {}, (method, url) => {
+    const path = url.split('?')[0]!
+    if (!/^\/v1\/dumps\/\d+/.test(path)) return
+    asked.push(`${method} ${path}`)
+    // the command is following the dump, one way or the other: time to let it finish
+    if (method === 'GET') following()
+  })
+  t.equal((await imageDump(env, ['login', 'alice'], 'gold-password')).code, 0)
+  const feed = join(dir, 'feed.json')
+  await writeFile(feed, jsonBatch([{ name: 'Live', images: [origin.url('/png/51'), origin.url('/held/cli-events/png/52')] }]))
+
+  const pushed = imageDump(env, ['push', feed])
+  await followed
+  origin.release('cli-events')
+  const result = await pushed
+  t.equal(result.code, 0, result.stderr)
+  const id = /^dump (\d+): SUCCESS; 2 of 2 images stored/.exec(result.stdout)?.[1]
+  t.ok(id !== undefined, result.stdout)
+  t.match(result.stderr, new RegExp(`^dump ${id}: 2/2 images \\(2 stored, 0 failed\\)`, 'm'), 'the progress reached the end')
+  t.ok(asked.filter((line) => line === `GET /v1/dumps/${id}/events`).length >= 1, 'the events stream was read')
+  t.same(asked.filter((line) => line === `GET /v1/dumps/${id}`), [`GET /v1/dumps/${id}`], 'the record was asked for once, at the end')
+})
+
+t.test('where the events stream is refused (the user holds as many as allowed), push asks for the record instead', async (t) => {
+  const asked: string[] = []
+  let polling: () => void = () => {}
+  const polled = new Promise<void>((resolve) => { polling = resolve })
+  const { env, dir } = await service(t, { EVENTS_MAX_STREAMS_PER_USER: '1' }, (method, url) => {
+    const line = `${method} ${url.split('?')[0]!}`
+    asked.push(line)
+    // the record of the pushed dump (the second) asked for twice while it runs: it is being polled
+    if (asked.filter((seen) => seen === 'GET /v1/dumps/2').length === 2) polling()
+  })
+  t.equal((await imageDump(env, ['login', 'alice'], 'gold-password')).code, 0)
+  const busy = join(dir, 'busy.json')
+  await writeFile(busy, jsonBatch([{ name: 'Busy', images: [origin.url('/held/cli-busy/png/61')] }]))
+  t.equal((await imageDump(env, ['push', '--async', busy])).stdout, '1\n')
+  // the one stream alice may hold, on her first dump, open until the end of the test
+  const { token } = Object.values(JSON.parse(await readFile(env['IMAGE_DUMP_TOKEN_FILE']!, 'utf8')) as Record<string, { token: string }>)[0]!
+  const held = await new Promise<ClientRequest>((resolve, reject) => {
+    const request = get(`${env['IMAGE_DUMP_URL']}/v1/dumps/1/events`, { headers: { authorization: `Bearer ${token}`, accept: 'text/event-stream' } }, (response) => {
+      if (response.statusCode === 200) resolve(request)
+      else reject(new Error(`the held stream was answered ${response.statusCode}`))
+    })
+    request.once('error', reject)
+  })
+
+  const feed = join(dir, 'feed.json')
+  await writeFile(feed, jsonBatch([{ name: 'Polled', images: [origin.url('/held/cli-poll/png/62')] }]))
+  const pushed = imageDump(env, ['push', feed])
+  await polled
+  origin.release('cli-poll')
+  const result = await pushed
+  held.destroy()
+  origin.release('cli-busy')
+  t.equal(result.code, 0, result.stderr)
+  t.match(result.stdout, /^dump 2: SUCCESS; 1 of 1 images stored/)
+  t.ok(asked.includes('GET /v1/dumps/2/events'), 'the events stream was asked for first')
+  t.ok(asked.filter((line) => line === 'GET /v1/dumps/2').length >= 3, 'then the record, while it ran and at the end')
 })
 
 t.test('refused is exit 2, unreachable is exit 3', async (t) => {
