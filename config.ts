@@ -157,7 +157,8 @@ function storageOf (url: string | undefined, dir: string): StorageLocation {
   try {
     return parseStorageUrl(url)
   } catch (err) {
-    if (err instanceof StorageUrlError) throw new ConfigError(`STORAGE_URL=${JSON.stringify(url)} is invalid: ${err.message}`)
+    // credentials put in the URL by mistake are not printed back
+    if (err instanceof StorageUrlError) throw new ConfigError(`STORAGE_URL=${JSON.stringify(url.replace(/\/\/[^/?#]*@/, '//…@'))} is invalid: ${err.message}`)
     throw err
   }
 }

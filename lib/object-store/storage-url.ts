@@ -68,7 +68,10 @@ function parseS3 (text: string): StorageLocation {
   if (bucket === '') throw new StorageUrlError('it names no bucket: expected s3://<bucket>/<prefix>')
   if (!BUCKET.test(bucket)) throw new StorageUrlError(`the bucket "${bucket}" is not a valid bucket name: 3 to 63 lower-case letters, digits, dots and hyphens`)
 
-  let prefix = url.pathname.replace(/^\/+/, '').replace(/\/+$/, '')
+  // from the text itself: URL would resolve "a/../b" to "b" before it could be refused
+  const authorityAndPath = text.slice('s3://'.length).split(/[?#]/, 1)[0]!
+  const slash = authorityAndPath.indexOf('/')
+  let prefix = slash === -1 ? '' : authorityAndPath.slice(slash + 1).replace(/\/+$/, '')
   try {
     prefix = decodeURIComponent(prefix)
   } catch {
