@@ -56,6 +56,8 @@ export interface S3StoreOptions {
   bufferBytes?: number
   /** connections to the store at once [128] */
   maxSockets?: number
+  /** a request to the store that sends or receives nothing for this long fails [60 s] */
+  idleTimeoutMs?: number
   /** keys per ListObjectsV2 page [1000, the most S3 gives] */
   listPageSize?: number
 }
@@ -123,7 +125,14 @@ export function createS3Store (options: S3StoreOptions): S3Store {
     // S3-compatible stores; SHA-256 of every image is computed by the caller anyway
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
-    requestHandler: { httpAgent: { keepAlive: true, maxSockets }, httpsAgent: { keepAlive: true, maxSockets } }
+    requestHandler: {
+      httpAgent: { keepAlive: true, maxSockets },
+      httpsAgent: { keepAlive: true, maxSockets },
+      // a store that stops answering fails the request (and is retried) instead of holding
+      // a download, its sink and an abort waiting for ever
+      connectionTimeout: 10_000,
+      socketTimeout: options.idleTimeoutMs ?? 60_000
+    }
   })
   useContentMd5ForDeleteObjects(client)
 

@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
+import { createServer, type AddressInfo } from 'node:net'
 import { randomBytes } from 'node:crypto'
 import { fileURLToPath } from 'node:url'
 import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3'
@@ -109,6 +110,19 @@ t.test('a store that fails the upload fails the write or the commit, never hangs
   }
   t.match(failed, { name: 'NoSuchBucket' }, 'a large object: a write (or the commit) rejects with the store\'s error')
   await large.abort()
+})
+
+t.test('a store that stops answering fails the commit after the idle timeout, and abort returns', async (t) => {
+  // takes connections and reads what comes, never answers
+  const silent = createServer((socket) => { socket.resume() })
+  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>((resolve) => { silent.close(() => resolve()) }))
+  const endpoint = `http://127.0.0.1:${(silent.address() as AddressInfo).port}`
+  const store = storeFor(t, { endpoint, idleTimeoutMs: 500 })
+  const sink = await store.create('1/1/1.png', { contentType: 'image/png' })
+  await sink.write([randomBytes(100)], 100)
+  await t.rejects(sink.commit(), { name: 'TimeoutError' })
+  await sink.abort()
 })
 
 t.test('remove goes in batches of at most 1000 keys, each with Content-MD5 (MinIO and Ceph require it)', async (t) => {
