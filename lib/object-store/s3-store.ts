@@ -4,13 +4,9 @@
  * support is used: path-style addressing, no flexible checksums unless an operation
  * requires one, and Content-MD5 on DeleteObjects (MinIO and Ceph refuse it without).
  *
- * - Bytes stream through a PassThrough with a small buffer into lib-storage's Upload: an
- *   object up to one part (5 MiB by default) goes as one PutObject once the sink is
- *   committed; a larger one as a multipart upload, one part in flight at a time, completed
- *   by commit. Either way S3 shows the object only once the PutObject or the
- *   CompleteMultipartUpload has succeeded: nothing half-written is ever visible.
- * - Memory per sink: the part being gathered (up to partSize) plus the stream's buffer;
- *   `write` waits while both are full, so a slow store slows the download feeding it.
+ * - Writing is s3-sink.ts: bytes stream through, one part (5 MiB by default) in memory at
+ *   most, and S3 shows an object only once its PutObject or CompleteMultipartUpload has
+ *   succeeded: nothing half-written is ever visible.
  * - abort, a failed part or a failed completion abort the multipart upload. An unfinished
  *   upload left by a process that died holds parts that no read, stat or list returns;
  *   `sweepTemporary` aborts those under a prefix (ListMultipartUploads). MinIO lists
@@ -19,7 +15,7 @@
  *   lifecycle rule (AbortIncompleteMultipartUpload) is the backstop for a sweep never run.
  */
 import { createHash } from 'node:crypto'
-import { PassThrough, Readable } from 'node:stream'
+import { Readable } from 'node:stream'
 import {
   AbortMultipartUploadCommand,
   DeleteObjectsCommand,
@@ -31,8 +27,8 @@ import {
   paginateListObjectsV2,
   type S3ClientConfig
 } from '@aws-sdk/client-s3'
-import { Upload } from '@aws-sdk/lib-storage'
 import { UnsafeObjectKeyError, type ByteRange, type ObjectInfo, type ObjectRead, type ObjectSink, type ObjectStore } from './contract.js'
+import { createS3Sink } from './s3-sink.js'
 import { checkObjectKey, checkObjectPrefix } from './keys.js'
 
 /** The smallest part S3 accepts (every part but the last). */
@@ -146,97 +142,6 @@ export function createS3Store (options: S3StoreOptions): S3Store {
   }
   const storeStart = prefix === '' ? '' : `${prefix}/`
 
-  function createSink (key: string, contentType: string, signal: AbortSignal | undefined): ObjectSink {
-    const body = new PassThrough({ highWaterMark: bufferBytes })
-    // the upload's own failure reaches the sink through `finished`; this only keeps a
-    // destroyed stream's 'error' from being an uncaught exception
-    body.on('error', () => {})
-    const upload = new Upload({
-      client,
-      params: { Bucket: bucket, Key: key, Body: body, ContentType: contentType },
-      partSize,
-      // one part in flight: memory stays at about one part per sink
-      queueSize: 1
-    })
-    let failure: unknown
-    // Started at once so that the upload reads the stream as it is written. It settles
-    // only after every request it started has ended (and, on failure, after it has
-    // aborted the multipart upload), never before the stream ends or fails.
-    const finished = upload.done().then(() => {}, (err: unknown) => {
-      failure ??= err
-      body.destroy(err instanceof Error ? err : new Error(String(err)))
-      throw err
-    })
-    finished.catch(() => {})
-
-    let state: 'open' | 'committing' | 'committed' | 'aborted' = 'open'
-    let aborting: Promise<void> | undefined
-    const onAbort = (): void => { void sink.abort() }
-    signal?.addEventListener('abort', onAbort, { once: true })
-    const notOpen = (): Error => new Error(`the object was already ${state === 'aborted' ? 'aborted' : 'committed'}`)
-
-    /** Resolves when the stream takes more, rejects when the upload failed or the sink was aborted. */
-    const drained = (): Promise<void> => new Promise((resolve, reject) => {
-      const settle = (): void => {
-        body.off('drain', settle)
-        body.off('close', settle)
-        if (failure !== undefined) reject(failure)
-        else if (state === 'aborted') reject(notOpen())
-        else resolve()
-      }
-      body.on('drain', settle)
-      body.on('close', settle)
-    })
-
-    const sink: ObjectSink = {
-      async write (chunks: Buffer[]): Promise<void> {
-        if (failure !== undefined) throw failure
-        if (state !== 'open') throw notOpen()
-        let room = true
-        for (const chunk of chunks) room = body.write(chunk)
-        if (!room) await drained()
-      },
-
-      async commit (): Promise<void> {
-        if (failure !== undefined) throw failure
-        if (state !== 'open') throw notOpen()
-        if (signal?.aborted === true) {
-          await sink.abort()
-          throw signal.reason
-        }
-        // from here on the upload completes or fails as a whole; an abort waits for it
-        state = 'committing'
-        body.end()
-        try {
-          await finished
-          state = 'committed'
-        } catch (err) {
-          // Upload has aborted its multipart upload already; nothing is visible
-          state = 'aborted'
-          throw err
-        } finally {
-          signal?.removeEventListener('abort', onAbort)
-        }
-      },
-
-      abort (): Promise<void> {
-        if (state === 'committing') return finished.catch(() => {})
-        if (state === 'committed') return Promise.resolve()
-        if (aborting === undefined) {
-          state = 'aborted'
-          signal?.removeEventListener('abort', onAbort)
-          // Failing the stream fails the upload before it ends: no PutObject is ever sent,
-          // and a multipart upload in progress is aborted once its part in flight returns.
-          // A store that refuses AbortMultipartUpload keeps the invisible parts for the sweep.
-          body.destroy(new Error('the object was aborted'))
-          aborting = finished.catch(() => {})
-        }
-        return aborting
-      }
-    }
-    return sink
-  }
-
   return {
     kind: 's3',
     bucket,
@@ -245,7 +150,7 @@ export function createS3Store (options: S3StoreOptions): S3Store {
     async create (key: string, options: { contentType: string, signal?: AbortSignal }): Promise<ObjectSink> {
       const full = objectKey(key)
       options.signal?.throwIfAborted()
-      return createSink(full, options.contentType, options.signal)
+      return createS3Sink(client, { bucket, key: full, contentType: options.contentType, ...(options.signal === undefined ? {} : { signal: options.signal }), partSize, bufferBytes })
     },
 
     async stat (key: string): Promise<ObjectInfo | undefined> {
