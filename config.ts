@@ -1,6 +1,7 @@
 import { getHeapStatistics } from 'node:v8'
 import Type, { type Static } from 'typebox'
 import Value from 'typebox/value'
+import { StorageUrlError, parseStorageUrl, type StorageLocation } from './lib/object-store/storage-url.js'
 
 /**
  * The environment the service reads, as typebox sees it: every value is a string, so
@@ -12,6 +13,8 @@ export const EnvSchema = Type.Object({
   HOST: Type.Optional(Type.String({ minLength: 1, description: 'a host name or address to listen on' })),
   DATABASE_URL: Type.Optional(Type.String({ pattern: '^(mysql://.+|sqlite:.+)$', description: 'mysql://user:pass@host:port/db or sqlite:<path>' })),
   STORAGE_DIR: Type.Optional(Type.String({ minLength: 1, description: 'a directory path' })),
+  // checked further by parseStorageUrl, whose message names the problem
+  STORAGE_URL: Type.Optional(Type.String({ minLength: 1, description: 'file:<dir>, a directory path, or s3://<bucket>/<prefix>?endpoint=<url>&region=<r>' })),
   USERS_FILE: Type.Optional(Type.String({ minLength: 1, description: 'a file path' })),
   TOKEN_EXPIRY: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,7}$', description: 'a positive number of seconds' })),
   ALLOW_PRIVATE_NETWORKS: Type.Optional(Type.Enum(['true', 'false'], { description: "'true' or 'false'" })),
@@ -47,6 +50,8 @@ export interface Config {
   host: string
   databaseUrl: string
   storageDir: string
+  /** where stored images live: STORAGE_URL when set, else the folder STORAGE_DIR */
+  storage: StorageLocation
   usersFile: string
   tokenExpirySeconds: number
   allowPrivateNetworks: boolean
@@ -99,6 +104,7 @@ export const defaults: Config = {
   host: '127.0.0.1',
   databaseUrl: 'sqlite:./data/image-dump.db',
   storageDir: './data/images',
+  storage: { kind: 'file', dir: './data/images' },
   usersFile: './users.txt',
   tokenExpirySeconds: 1200,
   allowPrivateNetworks: false,
@@ -146,6 +152,17 @@ export function parsePlans (text: string): Record<string, number> {
   return plans
 }
 
+function storageOf (url: string | undefined, dir: string): StorageLocation {
+  if (url === undefined) return { kind: 'file', dir }
+  try {
+    return parseStorageUrl(url)
+  } catch (err) {
+    // credentials put in the URL by mistake are not printed back
+    if (err instanceof StorageUrlError) throw new ConfigError(`STORAGE_URL=${JSON.stringify(url.replace(/\/\/[^/?#]*@/, '//…@'))} is invalid: ${err.message}`)
+    throw err
+  }
+}
+
 /**
  * Reads the configuration from an environment. Throws a ConfigError naming the first
  * bad variable and what was expected, so a mistyped value stops the start instead of
@@ -171,6 +188,7 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     host: e.HOST ?? defaults.host,
     databaseUrl: e.DATABASE_URL ?? defaults.databaseUrl,
     storageDir: e.STORAGE_DIR ?? defaults.storageDir,
+    storage: storageOf(e.STORAGE_URL, e.STORAGE_DIR ?? defaults.storageDir),
     usersFile: e.USERS_FILE ?? defaults.usersFile,
     tokenExpirySeconds: int('TOKEN_EXPIRY', defaults.tokenExpirySeconds),
     allowPrivateNetworks: e.ALLOW_PRIVATE_NETWORKS === 'true',

@@ -81,3 +81,15 @@ t.test('RETENTION_DAYS: unset keeps everything; a whole number of days, at least
     t.throws(() => loadConfig({ RETENTION_DAYS: bad }), { name: 'ConfigError', message: /^RETENTION_DAYS=.* is invalid: expected a whole number of days, at least 1/ }, `${bad} is refused`)
   }
 })
+
+t.test('STORAGE_URL: unset, images go to the folder STORAGE_DIR; set, it says where they go', async (t) => {
+  t.same(loadConfig({}).storage, { kind: 'file', dir: './data/images' }, 'the default folder')
+  t.same(loadConfig({ STORAGE_DIR: '/srv/img' }).storage, { kind: 'file', dir: '/srv/img' })
+  t.same(loadConfig({ STORAGE_URL: 'file:/srv/other', STORAGE_DIR: '/srv/img' }).storage, { kind: 'file', dir: '/srv/other' }, 'STORAGE_URL wins over STORAGE_DIR')
+  t.same(loadConfig({ STORAGE_URL: 's3://images/prod?endpoint=http://minio:9000&region=us-east-1' }).storage,
+    { kind: 's3', bucket: 'images', prefix: 'prod', endpoint: 'http://minio:9000', region: 'us-east-1' })
+  t.equal(loadConfig({ STORAGE_URL: '' }).storage.kind, 'file', 'an empty STORAGE_URL counts as unset')
+  t.throws(() => loadConfig({ STORAGE_URL: 's3://key:secret@images/prod' }),
+    { name: 'ConfigError', message: /^STORAGE_URL="s3:\/\/…@images\/prod" is invalid: credentials do not go in the URL/ }, 'refused, without printing the secret back')
+  t.throws(() => loadConfig({ STORAGE_URL: 'gs://images' }), { name: 'ConfigError', message: /^STORAGE_URL="gs:\/\/images" is invalid: the scheme "gs:" is not supported/ })
+})
