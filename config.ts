@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os'
 import { getHeapStatistics } from 'node:v8'
 import Type, { type Static } from 'typebox'
 import Value from 'typebox/value'
@@ -39,6 +40,7 @@ export const EnvSchema = Type.Object({
   EVENTS_POLL_MS: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{2,6}$', description: 'a number of milliseconds, at least 100' })),
   EVENTS_MAX_STREAMS_PER_USER: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,3}$', description: 'a positive integer' })),
   // At least a day: never into the quota's hour, nor the 24 h an idempotency key names its dump.
+  WORKERS: Type.Optional(Type.String({ pattern: '^([1-9]|[1-5][0-9]|6[0-4])$', description: 'a number of processes from 1 to 64' })),
   RETENTION_DAYS: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,5}$', description: 'a whole number of days, at least 1 (unset: keep everything)' }))
 })
 
@@ -92,7 +94,19 @@ export interface Config {
   eventsMaxStreamsPerUser: number
   /** dumps admitted longer ago than this are removed, records and files; null keeps everything */
   retentionDays: number | null
+  /**
+   * Processes serving requests, sharing the port (server.ts, lib/worker-supervisor.ts); 1
+   * runs the service in the one process started, with no supervisor
+   */
+  workers: number
 }
+
+/**
+ * The default of WORKERS: one per core, at most 8. Past that a process per core buys
+ * little: every worker writes to the one database (on SQLite one writer at a time for all
+ * of them), and each holds its own download budget and some 60 MiB of its own.
+ */
+export const MAX_DEFAULT_WORKERS = 8
 
 export const defaults: Config = {
   port: 3000,
@@ -130,7 +144,8 @@ export const defaults: Config = {
   },
   eventsPollMs: 1000,
   eventsMaxStreamsPerUser: 8,
-  retentionDays: null
+  retentionDays: null,
+  workers: Math.min(availableParallelism(), MAX_DEFAULT_WORKERS)
 }
 
 export class ConfigError extends Error {
@@ -197,7 +212,8 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     },
     eventsPollMs: int('EVENTS_POLL_MS', defaults.eventsPollMs),
     eventsMaxStreamsPerUser: int('EVENTS_MAX_STREAMS_PER_USER', defaults.eventsMaxStreamsPerUser),
-    retentionDays: e.RETENTION_DAYS === undefined ? defaults.retentionDays : Number(e.RETENTION_DAYS)
+    retentionDays: e.RETENTION_DAYS === undefined ? defaults.retentionDays : Number(e.RETENTION_DAYS),
+    workers: int('WORKERS', defaults.workers)
   }
   if (config.port > 65535) throw new ConfigError(`PORT=${JSON.stringify(e.PORT)} is invalid: expected a TCP port number (0-65535)`)
   return config

@@ -81,3 +81,14 @@ t.test('RETENTION_DAYS: unset keeps everything; a whole number of days, at least
     t.throws(() => loadConfig({ RETENTION_DAYS: bad }), { name: 'ConfigError', message: /^RETENTION_DAYS=.* is invalid: expected a whole number of days, at least 1/ }, `${bad} is refused`)
   }
 })
+
+t.test('WORKERS: one process per core by default, at most 8; any number from 1 to 64 when set', async (t) => {
+  const { availableParallelism } = await import('node:os')
+  t.equal(loadConfig({}).workers, Math.min(availableParallelism(), 8), `${availableParallelism()} cores here`)
+  t.equal(loadConfig({ WORKERS: '1' }).workers, 1, 'one: the single process, no supervisor')
+  t.equal(loadConfig({ WORKERS: '16' }).workers, 16, 'past the default cap when asked for')
+  t.equal(loadConfig({ WORKERS: '64' }).workers, 64)
+  for (const bad of ['0', '65', '-1', '1.5', 'auto', '08']) {
+    t.throws(() => loadConfig({ WORKERS: bad }), { name: 'ConfigError', message: /^WORKERS=.* is invalid: expected a number of processes from 1 to 64/ }, `${bad} is refused`)
+  }
+})
