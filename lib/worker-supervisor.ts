@@ -119,6 +119,7 @@ export async function superviseWorkers (options: SupervisorOptions): Promise<num
 
   cluster.on('listening', (worker) => {
     listening.add(worker)
+    log.info({ worker: worker.id, workerPid: worker.process.pid }, 'worker listening')
     tellOrphans()
     if (!started && listening.size === options.workers) {
       started = true
