@@ -22,7 +22,7 @@ for (const engine of enginesUnderTest(t)) {
     t.same(columns.users, ['plan', 'userid', 'username'])
     t.same(columns.authentication, ['passwordhash', 'userid'])
     t.same(columns.tokens, ['last_updated', 'user_secret', 'userid'])
-    t.same(columns.requests, ['batch_sha256', 'created_at', 'data', 'dataformat', 'failed', 'heartbeat_at', 'id', 'idempotency_key', 'images', 'outcome', 'resumes', 'retry_of', 'status', 'succeeded', 'user_seq', 'userid'])
+    t.same(columns.requests, ['batch_sha256', 'created_at', 'data', 'dataformat', 'failed', 'heartbeat_at', 'id', 'idempotency_key', 'images', 'outcome', 'resumes', 'retry_of', 'run_by', 'status', 'succeeded', 'user_seq', 'userid'])
     t.same(columns.dump_images, ['image_id', 'request_id', 'result', 'seq', 'status', 'stored_as'])
     t.same(columns.login_attempts, ['attempts', 'throttle_key', 'window_start'])
 
