@@ -114,7 +114,7 @@ export async function workers (ctx: Context): Promise<Section> {
     body: [
       `- Origin: ${ctx.origins.description}.${ctx.origins.fallbackReason === undefined ? '' : ` **${ctx.origins.fallbackReason}.**`}`,
       `- Service: ${DUMPS} \`POST /v1/dumps\` at once (JSON, ${perDump} images each, a connection each), timed from the first sent to the last answered; a warm-up round of the same dumps first; a fresh process tree, database and STORAGE_DIR per run. WORKERS=1 is one process; WORKERS=2 a supervisor and two workers (each with its own ${'`'}DOWNLOAD_CONCURRENCY${'`'} slots).`,
-      '- Baseline: the same curl as P1, over the same 2000 URLs.',
+      `- Baseline: the same curl as P1, over the same ${count} URLs.`,
       '- The three alternate within each run (which goes first rotates); ratios are per run.',
       '- CPU per image: user + system time of every process of the service (supervisor and workers, every thread) over the measured round.',
       ...tables
