@@ -198,7 +198,7 @@ export async function startService (options: ServiceOptions): Promise<Service> {
     await waitFor(async () => {
       if (child.exitCode !== null) throw new Error(`the service exited (${child.exitCode}) before it was ready:\n${output}`)
       return await answers(`${baseUrl}/health`)
-    }, 30_000, 'the service to answer /health')
+    }, 120_000, 'the service to answer /health')
     const passwordHash = createHash('sha256').update('gold-password').digest('hex')
     const login = await request('POST', `${baseUrl}/v1/auth/token`, { 'content-type': 'application/json' },
       JSON.stringify({ username: 'alice', passwordHash }))
