@@ -9,6 +9,11 @@ import { onSupervisorMessages, superviseWorkers } from './lib/worker-supervisor.
 
 /** What `--prepare-workers` does: run once, in a process of its own, before the workers start. */
 const PREPARE = '--prepare-workers'
+/**
+ * The mark of a worker of this service's supervisor, rather than of another cluster's (a
+ * process manager's cluster mode runs the service as a single process in each of its workers).
+ */
+const WORKER = '--worker'
 
 /**
  * Migrates the schema and makes the users true to users.txt: what every single process
@@ -35,7 +40,7 @@ async function prepareDatabase (config: Config, options: { releaseUnfinished: bo
 
 /** Serves, in this process: the single process (WORKERS=1), or one worker of several. */
 async function serve (config: Config): Promise<void> {
-  const worker = cluster.isWorker
+  const worker = cluster.isWorker && process.argv.includes(WORKER)
   const [{ buildApp }, { default: closeWithGrace }] = await Promise.all([import('./app.js'), import('close-with-grace')])
   const app = await buildApp(config, {}, { worker })
   if (worker) {
@@ -91,7 +96,7 @@ async function main (): Promise<void> {
   if (cluster.isPrimary && config.workers > 1) {
     const log = pino({ level: config.logLevel })
     const args = process.argv.slice(2)
-    process.exitCode = await superviseWorkers({ workers: config.workers, shutdownGraceMs: config.shutdownGraceMs, log, prepareArgs: [...args, PREPARE] })
+    process.exitCode = await superviseWorkers({ workers: config.workers, shutdownGraceMs: config.shutdownGraceMs, log, prepareArgs: [...args, PREPARE], workerArgs: [...args, WORKER] })
     return
   }
   await serve(config)

@@ -31,6 +31,8 @@ export interface SupervisorOptions {
   log: Logger
   /** arguments for the one process that prepares the database before the workers start */
   prepareArgs: string[]
+  /** arguments for the workers */
+  workerArgs: string[]
   /** restart back-off: the first delay, the longest, and how long a worker must live for the next death to start again from the first */
   backoff?: { initialMs?: number, maxMs?: number, resetAfterMs?: number }
 }
@@ -77,7 +79,7 @@ export async function superviseWorkers (options: SupervisorOptions): Promise<num
     log.error({ code: prepared }, 'preparing the database failed: not starting the workers')
     return 1
   }
-  cluster.setupPrimary({ exec: process.argv[1], args: process.argv.slice(2) })
+  cluster.setupPrimary({ exec: process.argv[1], args: options.workerArgs })
 
   // slot → its worker now, and how many of its workers in a row died soon after starting
   const slots = new Map<number, { worker: Worker | undefined, startedAt: number, quickDeaths: number, restart?: NodeJS.Timeout }>()
