@@ -26,6 +26,14 @@ import webPage from './routes/web-page.js'
 
 export interface ImageDumpOptions {
   config: Config
+  /**
+   * This process is one of the workers of a supervisor (WORKERS > 1, server.ts): the
+   * supervisor has migrated the schema, imported users.txt and, on SQLite, released the
+   * dumps left unfinished, so none of that runs here; and the database is shared with the
+   * other workers, so on SQLite too a dump is taken over only once its heartbeat is stale
+   * (RECOVERY_STALE_MS) or when the supervisor names its dead worker [false]
+   */
+  worker?: boolean
   /** serve the OpenAPI document at /openapi.json and its page at /docs [true] */
   docs?: boolean
   /** serve the Prometheus metrics at /metrics [true] */
@@ -75,9 +83,9 @@ async function serviceRoutes (scope: FastifyInstance, { config, docs = true, met
  * or hook outside its own routes, and its decorators stay inside it.
  */
 async function imageDump (fastify: FastifyInstance, options: ImageDumpOptions): Promise<void> {
-  const { config } = options
-  await fastify.register(persistence, { databaseUrl: config.databaseUrl })
-  await fastify.register(users, { usersFile: config.usersFile, plans: Object.keys(config.plans) })
+  const { config, worker = false } = options
+  await fastify.register(persistence, { databaseUrl: config.databaseUrl, migrate: !worker })
+  await fastify.register(users, { usersFile: worker ? undefined : config.usersFile, plans: Object.keys(config.plans) })
   await fastify.register(contentNegotiation, { maxItems: config.maxItems, maxImages: config.maxImages })
   await fastify.register(auth, { tokenExpirySeconds: config.tokenExpirySeconds })
   await fastify.register(quota, { plans: config.plans })
@@ -91,8 +99,9 @@ async function imageDump (fastify: FastifyInstance, options: ImageDumpOptions): 
   })
   await fastify.register(dumps, {
     storageDir: config.storageDir,
-    // the embedded database belongs to this one process: whatever it left incomplete is resumed at start
-    staleAfterMs: config.databaseUrl.startsWith('sqlite:') ? 0 : config.recoveryStaleMs,
+    // the embedded database belongs to this one process: whatever it left incomplete is
+    // resumed at start; shared by workers, it is recovered as a shared MySQL database is
+    staleAfterMs: config.databaseUrl.startsWith('sqlite:') && !worker ? 0 : config.recoveryStaleMs,
     events: { pollMs: config.eventsPollMs }
   })
   if (config.retentionDays !== null) await fastify.register(retention, { retentionDays: config.retentionDays, storageDir: config.storageDir })
@@ -151,7 +160,7 @@ export function serverOptions (config: Config, overrides: FastifyServerOptions =
  * only the owner of a server may choose, app-wide error handling (errors and unknown routes
  * answered like the service's own).
  */
-export async function buildApp (config: Config, overrides: FastifyServerOptions = {}): Promise<FastifyInstance> {
+export async function buildApp (config: Config, overrides: FastifyServerOptions = {}, service: Pick<ImageDumpOptions, 'worker'> = {}): Promise<FastifyInstance> {
   const fastify = Fastify(serverOptions(config, overrides))
   // Node silently drops header fields past about 1000; keeping them all (the 16 KiB header
   // size still bounds them) lets a duplicated Authorization be seen wherever it is
@@ -161,7 +170,7 @@ export async function buildApp (config: Config, overrides: FastifyServerOptions 
   // path is answered 404 without being parsed, and its connection closed unread.
   fastify.removeAllContentTypeParsers()
   await fastify.register(errorHandling)
-  await fastify.register(imageDumpWithDecorators, { config })
+  await fastify.register(imageDumpWithDecorators, { config, ...service })
   await fastify.ready()
   return fastify
 }

@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os'
 import { getHeapStatistics } from 'node:v8'
 import Type, { type Static } from 'typebox'
 import Value from 'typebox/value'
@@ -42,6 +43,7 @@ export const EnvSchema = Type.Object({
   EVENTS_POLL_MS: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{2,6}$', description: 'a number of milliseconds, at least 100' })),
   EVENTS_MAX_STREAMS_PER_USER: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,3}$', description: 'a positive integer' })),
   // At least a day: never into the quota's hour, nor the 24 h an idempotency key names its dump.
+  WORKERS: Type.Optional(Type.String({ pattern: '^([1-9]|[1-5][0-9]|6[0-4])$', description: 'a number of processes from 1 to 64' })),
   RETENTION_DAYS: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,5}$', description: 'a whole number of days, at least 1 (unset: keep everything)' }))
 })
 
@@ -97,6 +99,26 @@ export interface Config {
   eventsMaxStreamsPerUser: number
   /** dumps admitted longer ago than this are removed, records and files; null keeps everything */
   retentionDays: number | null
+  /**
+   * Processes serving requests, sharing the port (server.ts, lib/worker-supervisor.ts); 1
+   * runs the service in the one process started, with no supervisor
+   */
+  workers: number
+}
+
+/**
+ * The default of WORKERS: one per core but one, at least 1, at most 8. The core left over
+ * is the database's, the kernel's network and disk work's and the supervisor's: on two
+ * cores, two workers did not download faster than one process and took a fifth more CPU
+ * per image (BENCHMARKS.md, Workers), and a supervisor with two workers holds about twice
+ * the memory of one process, past the P3 budget. Past 8 a process per core buys little:
+ * every worker writes to the one database (on SQLite one writer at a time for all of
+ * them), and each holds its own download budget and some 60 MiB of its own.
+ */
+export const MAX_DEFAULT_WORKERS = 8
+
+export function defaultWorkers (cores: number): number {
+  return Math.max(1, Math.min(cores - 1, MAX_DEFAULT_WORKERS))
 }
 
 export const defaults: Config = {
@@ -136,7 +158,8 @@ export const defaults: Config = {
   },
   eventsPollMs: 1000,
   eventsMaxStreamsPerUser: 8,
-  retentionDays: null
+  retentionDays: null,
+  workers: defaultWorkers(availableParallelism())
 }
 
 export class ConfigError extends Error {
@@ -215,7 +238,8 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     },
     eventsPollMs: int('EVENTS_POLL_MS', defaults.eventsPollMs),
     eventsMaxStreamsPerUser: int('EVENTS_MAX_STREAMS_PER_USER', defaults.eventsMaxStreamsPerUser),
-    retentionDays: e.RETENTION_DAYS === undefined ? defaults.retentionDays : Number(e.RETENTION_DAYS)
+    retentionDays: e.RETENTION_DAYS === undefined ? defaults.retentionDays : Number(e.RETENTION_DAYS),
+    workers: int('WORKERS', defaults.workers)
   }
   if (config.port > 65535) throw new ConfigError(`PORT=${JSON.stringify(e.PORT)} is invalid: expected a TCP port number (0-65535)`)
   return config

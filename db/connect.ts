@@ -34,9 +34,13 @@ export function connect (url: string, options: { poolSize?: number } = {}): Conn
     if (!memory) mkdirSync(dirname(resolve(path)), { recursive: true })
     const database = new SQLite(memory ? ':memory:' : path)
     // WAL lets readers (health checks, GET /v1/dumps) run beside the single writer;
-    // busy_timeout makes a second process wait for the write lock instead of failing.
-    database.pragma('journal_mode = WAL')
+    // busy_timeout makes another process (the other WORKERS) wait for the write lock
+    // instead of failing, first, so that switching to WAL waits too when a worker restarts
+    // beside others writing. The wait blocks this process's thread (better-sqlite3 is
+    // synchronous), but only for as long as another holds the lock: every write
+    // transaction runs its statements back to back, without waiting on anything else.
     database.pragma('busy_timeout = 5000')
+    database.pragma('journal_mode = WAL')
     database.pragma('foreign_keys = ON')
     return { db: new Kysely<Database>({ dialect: new SqliteDialect({ database }) }), engine: 'sqlite' }
   }

@@ -19,6 +19,8 @@ export interface RequestRecord {
   images?: number
   /** the dump whose failed images this one retries */
   retryOf?: number
+  /** the process that runs the dump (lib/instance.ts) */
+  runBy?: string
 }
 
 /** A complete dump's final status and counts, kept beside its record for the list of dumps. */
@@ -43,6 +45,18 @@ function isKeyTaken (error: unknown): boolean {
   // MySQL/MariaDB ER_DUP_ENTRY names the index, SQLite the columns
   const duplicate = errno === 1062 || code === 'SQLITE_CONSTRAINT_UNIQUE'
   return duplicate && typeof message === 'string' && message.includes('idempotency_key')
+}
+
+/** An incomplete request as recovery reads it. */
+export interface UnfinishedRow {
+  id: number
+  userid: number
+  dataformat: BodyFormat
+  data: Buffer | null
+  /** the run that last held it */
+  resumes: number
+  retry_of: number | null
+  run_by: string | null
 }
 
 export interface StoredRequest {
@@ -72,7 +86,8 @@ export function createRequests (db: Kysely<Database>, engine: Engine) {
         batch_sha256: record.idempotency?.batchSha256 ?? null,
         images: record.images ?? null,
         retry_of: record.retryOf ?? null,
-        user_seq: seq
+        user_seq: seq,
+        run_by: record.runBy ?? null
       })
       .executeTakeFirstOrThrow()
     return Number(result.insertId)
@@ -245,26 +260,45 @@ export function createRequests (db: Kysely<Database>, engine: Engine) {
     },
 
     /** Incomplete requests whose heartbeat is at least `olderThanMs` old, with the run that last held each. */
-    async stale (olderThanMs: number): Promise<Array<{ id: number, userid: number, dataformat: BodyFormat, data: Buffer | null, resumes: number, retry_of: number | null }>> {
-      return await db.selectFrom('requests').select(['id', 'userid', 'dataformat', 'data', 'resumes', 'retry_of'])
+    async stale (olderThanMs: number): Promise<UnfinishedRow[]> {
+      return await db.selectFrom('requests').select(['id', 'userid', 'dataformat', 'data', 'resumes', 'retry_of', 'run_by'])
         .where('status', '=', 0)
         .where('heartbeat_at', '<=', secondsAgo(engine, olderThanMs / 1000))
         .execute()
     },
 
+    /** Incomplete requests last run by process `runBy` (lib/instance.ts), with the run that last held each. */
+    async runBy (runBy: string): Promise<UnfinishedRow[]> {
+      return await db.selectFrom('requests').select(['id', 'userid', 'dataformat', 'data', 'resumes', 'retry_of', 'run_by'])
+        .where('status', '=', 0)
+        .where('run_by', '=', runBy)
+        .execute()
+    },
+
     /**
-     * Takes over a stale incomplete request for a new run, atomically: only if it is still
-     * incomplete, still held by run `seen` and its heartbeat still at least `olderThanMs` old,
+     * Marks every incomplete request as left behind (its heartbeat at the epoch), so that the
+     * first sweep of any process takes it over; how many. Only for a database no running
+     * process holds a dump of: an SQLite file, before its service's workers start.
+     */
+    async releaseUnfinished (): Promise<number> {
+      const update = await db.updateTable('requests').set({ heartbeat_at: '1970-01-01 00:00:00' }).where('status', '=', 0).executeTakeFirst()
+      return Number(update.numUpdatedRows)
+    },
+
+    /**
+     * Takes over an incomplete request for a new run by process `runBy`, atomically: only if
+     * it is still incomplete, still held by run `seen`, and its heartbeat still at least
+     * `olderThanMs` old (0: whatever its age, for the dumps of a process known to be dead),
      * so that of several instances sweeping at once exactly one gets it. The new run's number
      * (seen + 1), or undefined when someone else was first.
      */
-    async claim (id: number, seen: number, olderThanMs: number): Promise<number | undefined> {
-      const update = await db.updateTable('requests')
-        .set((eb) => ({ resumes: eb('resumes', '+', 1), heartbeat_at: now(engine) }))
+    async claim (id: number, seen: number, olderThanMs: number, runBy?: string): Promise<number | undefined> {
+      let update = db.updateTable('requests')
+        .set((eb) => ({ resumes: eb('resumes', '+', 1), heartbeat_at: now(engine), ...(runBy === undefined ? {} : { run_by: runBy }) }))
         .where('id', '=', id).where('status', '=', 0).where('resumes', '=', seen)
-        .where('heartbeat_at', '<=', secondsAgo(engine, olderThanMs / 1000))
-        .executeTakeFirst()
-      return Number(update.numUpdatedRows) > 0 ? seen + 1 : undefined
+      if (olderThanMs > 0) update = update.where('heartbeat_at', '<=', secondsAgo(engine, olderThanMs / 1000))
+      const result = await update.executeTakeFirst()
+      return Number(result.numUpdatedRows) > 0 ? seen + 1 : undefined
     },
 
     /**

@@ -61,6 +61,12 @@ export interface RequestsTable {
    * the numbering. The quota counts a window from it (db/requests.ts).
    */
   user_seq: ColumnType<number | null, number | null | undefined, never>
+  /**
+   * The process running an incomplete dump (its admission's, or the resumption that took it
+   * over), as named by lib/instance.ts; NULL on rows from before it was kept. A worker's
+   * supervisor resumes the dumps of a worker that died by it (plugins/dumps/resume.ts).
+   */
+  run_by: ColumnType<string | null, string | null | undefined, string | null>
 }
 
 /** The outcome of each image of a dump, recorded as it happens; an image without a row is pending. */

@@ -2,6 +2,7 @@ import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import { createDumpImages } from '../db/dump-images.js'
 import { createRequests } from '../db/requests.js'
+import { thisInstance } from '../lib/instance.js'
 import { createStorageLayout } from '../lib/storage-layout.js'
 import { serializeDocument } from './content-negotiation/xml-writer.js'
 import { createDumpRunner, type DumpObserver } from './dumps/dump-run.js'
@@ -29,6 +30,11 @@ export interface DumpsOptions {
    * which one process owns; its sweep then waits for 60 s (default 60 s).
    */
   staleAfterMs?: number
+  /**
+   * The name this process records in the dumps it runs (requests.run_by), by which its
+   * supervisor names the dumps it left when it dies (default: lib/instance.ts)
+   */
+  instance?: string
   /** resumptions of one dump after which its pending images are INTERRUPTED instead (default 5) */
   maxResumes?: number
   /** outcomes are recorded once this many wait or the oldest has waited maxDelayMs (default 500 and 250 ms) */
@@ -78,7 +84,8 @@ export function createDumpsService (fastify: FastifyInstance, options: DumpsOpti
     onRecorded: (requestId) => { recorded.emit(String(requestId)) },
     observer
   })
-  const resumer = createResumer({ requests, dumpImages, storage, runner, log: fastify.log, maxResumes: options.maxResumes ?? 5 })
+  const instance = options.instance ?? thisInstance()
+  const resumer = createResumer({ requests, dumpImages, storage, runner, log: fastify.log, maxResumes: options.maxResumes ?? 5, instance })
   // dumps that run on after their request was answered; the app's close waits for them
   const background = new Set<Promise<void>>()
 
@@ -105,7 +112,8 @@ export function createDumpsService (fastify: FastifyInstance, options: DumpsOpti
       const items = numberBatch(batch)
       const pending = { status: 'PENDING', items }
       const images = items.reduce((sum, item) => sum + item.images.length, 0)
-      return { dataformat: format, data: Buffer.from(serializeDocument(pending, format, 'result')), images, ...(retryOf === undefined ? {} : { retryOf }) }
+      // admitted here, run here: the row names this process from its first moment
+      return { dataformat: format, data: Buffer.from(serializeDocument(pending, format, 'result')), images, runBy: instance, ...(retryOf === undefined ? {} : { retryOf }) }
     },
 
     /**
@@ -152,6 +160,17 @@ export function createDumpsService (fastify: FastifyInstance, options: DumpsOpti
     /** Takes over and resumes dumps left incomplete by a stopped instance; how many it took. */
     async resumeUnfinished (olderThanMs = staleAfterMs): Promise<number> {
       return await resumer.resumeUnfinished(olderThanMs)
+    },
+
+    /** This process's name in the dumps it runs. */
+    instance,
+
+    /**
+     * Takes over and resumes, at once, the dumps left incomplete by process `instance`,
+     * which has ended (a worker its supervisor saw exit); how many it took.
+     */
+    async resumeDumpsOf (deadInstance: string): Promise<number> {
+      return await resumer.resumeDumpsOf(deadInstance)
     },
 
     /**

@@ -53,7 +53,9 @@ export class QuotaUnavailableError extends createServiceError('QUOTA_UNAVAILABLE
 const TRANSIENT = new Set([1213, 1205])
 
 function isTransient (error: unknown): boolean {
-  const errno = (error as { errno?: unknown } | null)?.errno
+  const { errno, code } = (error ?? {}) as { errno?: unknown, code?: unknown }
+  // SQLite: another process (WORKERS) held the write lock past the busy timeout
+  if (typeof code === 'string' && code.startsWith('SQLITE_BUSY')) return true
   return typeof errno === 'number' && TRANSIENT.has(errno)
 }
 

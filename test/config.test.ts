@@ -1,5 +1,5 @@
 import t from 'tap'
-import { defaults, loadConfig } from '../config.js'
+import { defaultWorkers, defaults, loadConfig } from '../config.js'
 
 t.test('an empty environment gives the documented defaults', async (t) => {
   t.same(loadConfig({}), defaults)
@@ -92,4 +92,16 @@ t.test('STORAGE_URL: unset, images go to the folder STORAGE_DIR; set, it says wh
   t.throws(() => loadConfig({ STORAGE_URL: 's3://key:secret@images/prod' }),
     { name: 'ConfigError', message: /^STORAGE_URL="s3:\/\/…@images\/prod" is invalid: credentials do not go in the URL/ }, 'refused, without printing the secret back')
   t.throws(() => loadConfig({ STORAGE_URL: 'gs://images' }), { name: 'ConfigError', message: /^STORAGE_URL="gs:\/\/images" is invalid: the scheme "gs:" is not supported/ })
+})
+
+t.test('WORKERS: one process per core but one by default, at least 1, at most 8; any number from 1 to 64 when set', async (t) => {
+  const { availableParallelism } = await import('node:os')
+  t.equal(loadConfig({}).workers, Math.max(1, Math.min(availableParallelism() - 1, 8)), `${availableParallelism()} cores here`)
+  t.same([1, 2, 3, 4, 9, 16, 64].map(defaultWorkers), [1, 1, 2, 3, 8, 8, 8], 'by cores: 1, 2, 3, 4, 9, 16, 64')
+  t.equal(loadConfig({ WORKERS: '1' }).workers, 1, 'one: the single process, no supervisor')
+  t.equal(loadConfig({ WORKERS: '16' }).workers, 16, 'past the default cap when asked for')
+  t.equal(loadConfig({ WORKERS: '64' }).workers, 64)
+  for (const bad of ['0', '65', '-1', '1.5', 'auto', '08']) {
+    t.throws(() => loadConfig({ WORKERS: bad }), { name: 'ConfigError', message: /^WORKERS=.* is invalid: expected a number of processes from 1 to 64/ }, `${bad} is refused`)
+  }
 })

@@ -28,6 +28,14 @@ t.test('a bad users file stops the start, naming the line', async (t) => {
     { message: /exited \(1\) before listening:\nimage-dump: failed to start: .*users\.txt line 3: unknown plan "diamond"/ })
 })
 
+t.test('with WORKERS, a worker that cannot start fails the start: the supervisor exits 1', async (t) => {
+  // the port is taken: every worker's listen fails
+  const taken = await startOrigin()
+  t.teardown(() => taken.close())
+  await t.rejects(startServerProcess({ ...env('workers'), WORKERS: '2', PORT: String(taken.port) }),
+    { message: /exited \(1\) before listening:[\s\S]*EADDRINUSE[\s\S]*a worker exited before the service started: stopping/ })
+})
+
 t.test('--import-users migrates, upserts users.txt and stops without serving', async (t) => {
   const { DATABASE_URL } = env('import')
   const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', 'server.ts', '--import-users'], {

@@ -68,9 +68,12 @@ export interface Service {
   /** what the process was started with, on top of the inherited PATH/HOME */
   env: Record<string, string>
   dump (body: string): Promise<DumpOutcome>
-  /** VmHWM (peak resident set) and VmRSS of the process, in bytes */
+  /**
+   * VmHWM (peak resident set) and VmRSS of the process, in bytes; with WORKERS, the sums
+   * over the supervisor and its workers (the peak a bound: each process's own peak, added)
+   */
   memory (): { peak: number, rss: number }
-  /** CPU time (user + system, every thread) the process has used so far, in ms */
+  /** CPU time (user + system, every thread) the process (and its workers) used so far, in ms */
   cpuMs (): number
   /** the last 20,000 characters the process printed */
   output (): string
@@ -101,6 +104,39 @@ export function processCpuMs (pid: number): number {
   // the command name may hold spaces and parentheses: fields are counted after the last ')'
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
   return (Number(fields[11]) + Number(fields[12])) * 1000 / clockTicks
+}
+
+/** `pid` and its descendants now alive (the supervisor and its workers), from /proc. */
+export function processTree (pid: number): number[] {
+  const tree = [pid]
+  for (let i = 0; i < tree.length; i++) {
+    let tasks: string[] = []
+    try {
+      tasks = readdirSync(`/proc/${tree[i]}/task`)
+    } catch {
+      continue // gone meanwhile
+    }
+    for (const task of tasks) {
+      try {
+        const children = readFileSync(`/proc/${tree[i]}/task/${task}/children`, 'utf8').trim()
+        if (children !== '') tree.push(...children.split(' ').map(Number))
+      } catch {}
+    }
+  }
+  return tree
+}
+
+/** Sums `measure` over the live processes of the tree of `pid`, skipping any that ended meanwhile. */
+function overTree (pid: number, measure: (pid: number) => number): number {
+  let sum = 0
+  for (const member of processTree(pid)) {
+    try {
+      sum += measure(member)
+    } catch {
+      if (member === pid) throw new Error(`process ${pid} is gone`)
+    }
+  }
+  return sum
 }
 
 function statusKiB (pid: number, field: string): number {
@@ -162,7 +198,7 @@ export async function startService (options: ServiceOptions): Promise<Service> {
     await waitFor(async () => {
       if (child.exitCode !== null) throw new Error(`the service exited (${child.exitCode}) before it was ready:\n${output}`)
       return await answers(`${baseUrl}/health`)
-    }, 30_000, 'the service to answer /health')
+    }, 120_000, 'the service to answer /health')
     const passwordHash = createHash('sha256').update('gold-password').digest('hex')
     const login = await request('POST', `${baseUrl}/v1/auth/token`, { 'content-type': 'application/json' },
       JSON.stringify({ username: 'alice', passwordHash }))
@@ -199,9 +235,9 @@ export async function startService (options: ServiceOptions): Promise<Service> {
       return { ms: res.ms, images, succeeded, failures }
     },
     memory () {
-      return { peak: statusKiB(child.pid!, 'VmHWM'), rss: statusKiB(child.pid!, 'VmRSS') }
+      return { peak: overTree(child.pid!, (pid) => statusKiB(pid, 'VmHWM')), rss: overTree(child.pid!, (pid) => statusKiB(pid, 'VmRSS')) }
     },
-    cpuMs: () => processCpuMs(child.pid!),
+    cpuMs: () => overTree(child.pid!, processCpuMs),
     output: () => output,
     stop
   }

@@ -1,7 +1,8 @@
 /**
  * P1 throughput: 2000 distinct ~20 KB PNGs from nginx, as one authenticated dump of
  * 500 items × 4 URLs against `curl --parallel --parallel-max 64` over the same URLs,
- * alternately, each into an empty folder. The service is warm (one identical dump first)
+ * alternately, each into an empty folder. The service is warm (one identical dump first, per
+ * worker: connections go to the workers in turn, so the measured dump may land on any)
  * and runs from a fresh process, database and STORAGE_DIR per run. Measured once per
  * storage root: the temporary folder's disk, and a tmpfs when there is one.
  */
@@ -9,9 +10,15 @@ import { rm } from 'node:fs/promises'
 import path from 'node:path'
 import { alternate, assertAllSucceeded, range, withService, type Context, type Headline, type Section } from '../lib/context.js'
 import { curlArgs, curlParallel } from '../lib/curl.js'
-import { jsonBatch } from '../lib/service.js'
+import { defaults } from '../../config.js'
+import { jsonBatch, type Service } from '../lib/service.js'
 import type { StorageRoot } from '../lib/storage.js'
 import { fmt, num, summarize } from '../lib/stats.js'
+
+/** How many processes serve: WORKERS as the service was started with, else its default. */
+function workersOf (service: Service): number {
+  return Number(service.env.WORKERS ?? defaults.workers)
+}
 
 interface Row {
   /** images/s */
@@ -30,7 +37,8 @@ async function measure (ctx: Context, root: StorageRoot, urls: string[], body: s
     for (const side of alternate(run, ['service', 'curl'] as const)) {
       if (side === 'service') {
         await withService(ctx, {}, async (service) => {
-          assertAllSucceeded('P1 warm-up', await service.dump(body), count)
+          // one after another, so that each worker (taking connections in turn) warms up once
+          for (let w = 0; w < workersOf(service); w++) assertAllSucceeded('P1 warm-up', await service.dump(body), count)
           const cpu = service.cpuMs()
           const outcome = await service.dump(body)
           row.serviceCpu = (service.cpuMs() - cpu) / count
@@ -93,7 +101,7 @@ export async function throughput (ctx: Context): Promise<Section> {
     headlines,
     body: [
       `- Origin: ${ctx.origins.description}.${ctx.origins.fallbackReason === undefined ? '' : ` **${ctx.origins.fallbackReason}.**`}`,
-      `- Service: one \`POST /v1/dumps\` (JSON, ${Math.ceil(count / 4)} items × 4 URLs, ${num(body.length / 1024, 0)} KiB), timed from the request being sent to the last byte of the answer; a warm-up dump of the same batch first; a fresh process, database and STORAGE_DIR per run.`,
+      `- Service: one \`POST /v1/dumps\` (JSON, ${Math.ceil(count / 4)} items × 4 URLs, ${num(body.length / 1024, 0)} KiB), timed from the request being sent to the last byte of the answer; a warm-up dump of the same batch first (one per worker); a fresh process tree, database and STORAGE_DIR per run.`,
       ctx.curl === null
         ? `- Baseline skipped: ${ctx.curlSkipReason ?? 'curl not found'}.`
         : `- Baseline: \`curl ${curlArgs('urls.curlrc', 'empty-folder').join(' ')}\` (URLs as \`url = "…"\` lines in the config file), timed from process start to exit.`,

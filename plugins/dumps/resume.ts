@@ -4,7 +4,10 @@
  * on whichever instance finds one first.
  *
  * A dump is taken over only when its heartbeat is stale, and atomically (requests.claim),
- * so two instances never resume the same one. The outcomes it recorded stay, with their
+ * so two instances never resume the same one. Or when the process that ran it is known to
+ * be dead: a worker's supervisor sees it exit and names it (requests.run_by) to the
+ * workers still alive, which take over its dumps at once, whatever their heartbeat says;
+ * the dumps of live processes, whose heartbeats stay fresh, are never touched. The outcomes it recorded stay, with their
  * files; every other file of the dump (a temporary file, or an image finished after the last
  * recorded batch) is removed before its pending images are downloaded again, so that a file
  * exists only for a recorded success or an image being downloaded.
@@ -14,10 +17,9 @@
  * `maxResumes` times (a dump that keeps bringing down the instances that run it).
  */
 import type { FastifyBaseLogger } from 'fastify'
-import type { Requests } from '../../db/requests.js'
+import type { Requests, UnfinishedRow } from '../../db/requests.js'
 import type { DumpImages } from '../../db/dump-images.js'
 import type { StorageLayout } from '../../lib/storage-layout.js'
-import type { BodyFormat } from '../../schemas/batch.js'
 import type { ItemResult } from '../../schemas/dump.js'
 import { serializeDocument } from '../content-negotiation/xml-writer.js'
 import type { DumpRun, DumpRunner } from './dump-run.js'
@@ -31,9 +33,11 @@ export interface ResumerOptions {
   log: FastifyBaseLogger
   /** resumptions of one dump after which it is completed as interrupted instead */
   maxResumes: number
+  /** this process's name (lib/instance.ts), recorded in the dumps it takes over */
+  instance: string
 }
 
-interface StaleRow { id: number, userid: number, dataformat: BodyFormat, data: Buffer | null, retry_of: number | null }
+type StaleRow = Pick<UnfinishedRow, 'id' | 'userid' | 'dataformat' | 'data' | 'retry_of'>
 
 /** The items of an admission record, or undefined when it cannot be read. */
 function itemsOf (row: StaleRow): ItemResult[] | undefined {
@@ -75,26 +79,41 @@ export function createResumer (options: ResumerOptions) {
     log.info({ requestId: row.id, run: run.number, status: result.status, kept: outcomes.size }, 'resumed dump completed')
   }
 
+  /** Claims each row (unless another process is first) and resumes it in the background; how many it took. */
+  async function takeOver (rows: UnfinishedRow[], olderThanMs: number): Promise<number> {
+    let taken = 0
+    for (const row of rows) {
+      if (runner.runs.has(row.id)) continue
+      const number = await requests.claim(row.id, row.resumes, olderThanMs, options.instance)
+      if (number === undefined) continue
+      taken++
+      const run = runner.open(row.id, number)
+      const task = resume(row, run).catch((error: unknown) => {
+        runner.release(run)
+        log.warn({ err: error, requestId: row.id }, 'a resumed dump stopped again before it was complete')
+      }).finally(() => tasks.delete(task))
+      tasks.add(task)
+    }
+    return taken
+  }
+
   return {
     /**
      * Takes over the incomplete dumps whose heartbeat is at least `olderThanMs` old and
      * resumes each in the background; returns how many it took.
      */
     async resumeUnfinished (olderThanMs: number): Promise<number> {
-      let taken = 0
-      for (const row of await requests.stale(olderThanMs)) {
-        if (runner.runs.has(row.id)) continue
-        const number = await requests.claim(row.id, row.resumes, olderThanMs)
-        if (number === undefined) continue
-        taken++
-        const run = runner.open(row.id, number)
-        const task = resume(row, run).catch((error: unknown) => {
-          runner.release(run)
-          log.warn({ err: error, requestId: row.id }, 'a resumed dump stopped again before it was complete')
-        }).finally(() => tasks.delete(task))
-        tasks.add(task)
-      }
-      return taken
+      return await takeOver(await requests.stale(olderThanMs), olderThanMs)
+    },
+
+    /**
+     * Takes over the incomplete dumps of process `instance`, which must be known to have
+     * ended (a worker its supervisor saw exit), whatever the age of their heartbeat, and
+     * resumes each in the background; returns how many it took.
+     */
+    async resumeDumpsOf (instance: string): Promise<number> {
+      if (instance === options.instance) throw new Error(`the dumps of ${instance} are this process's own`)
+      return await takeOver(await requests.runBy(instance), 0)
     },
 
     /** Resolves once every resumption started so far has ended. */

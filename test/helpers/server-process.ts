@@ -43,7 +43,7 @@ export async function startServerProcess (env: Record<string, string>): Promise<
 export interface NodeProcessOptions {
   /** working directory [the repository] */
   cwd?: string
-  /** variables over `baseEnv`; PORT is a free port unless given, HOST 127.0.0.1, LOG_LEVEL info */
+  /** variables over `baseEnv`; PORT is a free port unless given, HOST 127.0.0.1, LOG_LEVEL info, WORKERS 1 */
   env: Record<string, string>
   /** the environment the variables go over [this process's] */
   baseEnv?: NodeJS.ProcessEnv
@@ -59,7 +59,8 @@ export async function startNodeProcess (args: string[], options: NodeProcessOpti
   const port = env.PORT ?? String(await freePort())
   const child = spawn(process.execPath, args, {
     cwd: options.cwd ?? root,
-    env: { ...(options.baseEnv ?? process.env), HOST: '127.0.0.1', LOG_LEVEL: 'info', ...env, PORT: port },
+    // one process, as `npm run dev` runs it, unless a test asks for workers
+    env: { ...(options.baseEnv ?? process.env), HOST: '127.0.0.1', LOG_LEVEL: 'info', WORKERS: '1', ...env, PORT: port },
     stdio: ['ignore', 'pipe', 'pipe']
   })
   const logs: string[] = []

@@ -87,8 +87,8 @@ for (const engine of enginesUnderTest(t)) {
     const { insertId } = await app.persistence.db.insertInto('users').values({ username: 'u', plan: 'gold' }).executeTakeFirstOrThrow()
     const principal = { userid: Number(insertId), username: 'u', plan: 'gold' }
     const admit = async (format: 'json' | 'xml', admitted: Batch = batch): Promise<number> => {
-      const record = app.dumps.admissionRecord(admitted, format)
-      const row = await app.persistence.db.insertInto('requests').values({ userid: principal.userid, ...record, status: 0 }).executeTakeFirstOrThrow()
+      const { runBy, ...record } = app.dumps.admissionRecord(admitted, format)
+      const row = await app.persistence.db.insertInto('requests').values({ userid: principal.userid, ...record, run_by: runBy, status: 0 }).executeTakeFirstOrThrow()
       return Number(row.insertId)
     }
     const makeStale = async (requestId: number): Promise<void> => {
@@ -221,7 +221,8 @@ t.test('mysql: a run that cannot mark itself alive for its lease stops its downl
   const { insertId } = await app.persistence.db.insertInto('users').values({ username: 'u', plan: 'gold' }).executeTakeFirstOrThrow()
   const principal = { userid: Number(insertId), username: 'u', plan: 'gold' }
   const leased: Batch = { items: [{ name: 'A', images: [origin.url('/png/1'), origin.url('/held/lease/png/2')] }] }
-  const row = await app.persistence.db.insertInto('requests').values({ userid: principal.userid, ...app.dumps.admissionRecord(leased, 'json'), status: 0 }).executeTakeFirstOrThrow()
+  const { runBy, ...record } = app.dumps.admissionRecord(leased, 'json')
+  const row = await app.persistence.db.insertInto('requests').values({ userid: principal.userid, ...record, run_by: runBy, status: 0 }).executeTakeFirstOrThrow()
   const requestId = Number(row.insertId)
   const processing = app.dumps.process(principal, requestId, leased, 'json')
   processing.catch(() => {})

@@ -346,8 +346,8 @@ t.test('crash recovery: an incomplete row is resumed at start, keeping the outco
   // what a process killed mid-dump leaves: the admitted row, image 1 recorded with its
   // file, a temporary file of image 2, and image 3 finished after the last recorded batch
   const urls = [origin.url('/png/1'), origin.url('/png/2'), origin.url('/png/3')]
-  const record = app.dumps.admissionRecord({ items: [{ name: 'A', images: urls.slice(0, 2) }, { name: 'B', images: urls.slice(2) }] }, 'xml')
-  const row = await app.persistence.db.insertInto('requests').values({ userid: user.userid, ...record, status: 0 }).executeTakeFirstOrThrow()
+  const { runBy, ...record } = app.dumps.admissionRecord({ items: [{ name: 'A', images: urls.slice(0, 2) }, { name: 'B', images: urls.slice(2) }] }, 'xml')
+  const row = await app.persistence.db.insertInto('requests').values({ userid: user.userid, ...record, run_by: runBy, status: 0 }).executeTakeFirstOrThrow()
   const id = Number(row.insertId)
   const one = makePng(1)
   await createDumpImages(app.persistence.db, app.persistence.engine).record(id, 0, [
