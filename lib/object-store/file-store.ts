@@ -9,7 +9,7 @@
  * - Folders are made on first need and remembered (a bounded cache), so a batch of
  *   thousands of objects into one folder costs one mkdir rather than a failed open each;
  *   they are never removed (another object may be landing in one at that moment).
- * - The hot path (open, writev, close, rename) goes through the callback API: no FileHandle
+ * - The hot path (open, writev, close, rename; unlink for bytes stored already) goes through the callback API: no FileHandle
  *   object and no promise-backed request per call, which used less CPU per image in most of
  *   our measurements (bench/micro/fs-calls.ts, BENCHMARKS.md). A descriptor is a plain
  *   number here, so a sink takes care to close it exactly once.
@@ -43,6 +43,10 @@ function writeFile (fd: number, chunk: Buffer): Promise<number> {
 }
 function closeFile (fd: number): Promise<void> {
   return new Promise((resolve, reject) => fs.close(fd, (err) => { if (err === null || err === undefined) resolve(); else reject(err) }))
+}
+function unlinkFile (file: string): Promise<void> {
+  // a missing file is no error: removing is idempotent
+  return new Promise((resolve, reject) => fs.unlink(file, (err) => { if (err === null || isMissing(err)) resolve(); else reject(err) }))
 }
 function renameFile (from: string, to: string): Promise<void> {
   return new Promise((resolve, reject) => fs.rename(from, to, (err) => { if (err === null) resolve(); else reject(err) }))
@@ -206,7 +210,8 @@ export function createFileStore (dir: string): ObjectStore & { readonly root: st
     async remove (keys: readonly string[]): Promise<void> {
       // every key is checked before anything is removed
       const files = keys.map((key) => fileOf(fileKey(key)))
-      await Promise.all(files.map((file) => fsp.unlink(file).catch((err: unknown) => { if (!isMissing(err)) throw err })))
+      // the callback API, as for writing: a re-dump of known bytes removes an object per image
+      await Promise.all(files.map(unlinkFile))
       // A folder left empty goes too (a removed dump's), but never the root. Only an empty
       // one can be removed; one being written into holds a `.part` file, and a writer that
       // meets its folder gone makes it again.
