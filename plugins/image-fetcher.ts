@@ -35,6 +35,9 @@ import { objectKey, type StorageTarget } from '../lib/storage-layout.js'
 import type { ImageError } from '../schemas/dump.js'
 
 export { BlockedAddressError, createGuardedConnector, createGuardedLookup } from '../lib/download/guarded-connector.js'
+// for embedders: the store the options take, and the file-system one `storageDir` stands for
+export { createFileStore } from '../lib/object-store/file-store.js'
+export { UnsafeObjectKeyError, type ObjectStore, type ObjectSink, type ObjectInfo, type ObjectRead, type ByteRange } from '../lib/object-store/contract.js'
 
 export interface ImageFetcherOptions extends StoreOptions {
   /** one deadline per image covering queue-exit→connect→headers→last byte, redirects and retries included */
