@@ -22,6 +22,7 @@ import loadShedding, { shedsLoad } from './plugins/load-shedding.js'
 import metrics from './plugins/metrics.js'
 import metricsRoutes from './routes/metrics.js'
 import { packageInfo } from './lib/package-info.js'
+import { createFileStore } from './lib/object-store/file-store.js'
 import webPage from './routes/web-page.js'
 
 export interface ImageDumpOptions {
@@ -84,13 +85,17 @@ async function serviceRoutes (scope: FastifyInstance, { config, docs = true, met
  */
 async function imageDump (fastify: FastifyInstance, options: ImageDumpOptions): Promise<void> {
   const { config, worker = false } = options
+  // one store for the fetcher, the image route and retention; closed once everything else is
+  // (onClose hooks run last-in first, and this one is added first)
+  const store = createFileStore(config.storageDir)
+  fastify.addHook('onClose', async () => { await store.close() })
   await fastify.register(persistence, { databaseUrl: config.databaseUrl, migrate: !worker })
   await fastify.register(users, { usersFile: worker ? undefined : config.usersFile, plans: Object.keys(config.plans) })
   await fastify.register(contentNegotiation, { maxItems: config.maxItems, maxImages: config.maxImages })
   await fastify.register(auth, { tokenExpirySeconds: config.tokenExpirySeconds })
   await fastify.register(quota, { plans: config.plans })
   await fastify.register(imageFetcher, {
-    storageDir: config.storageDir,
+    store,
     timeoutMs: config.downloadTimeoutMs,
     concurrency: config.downloadConcurrency,
     perHost: config.downloadPerHost,
@@ -98,13 +103,13 @@ async function imageDump (fastify: FastifyInstance, options: ImageDumpOptions): 
     allowPrivateNetworks: config.allowPrivateNetworks
   })
   await fastify.register(dumps, {
-    storageDir: config.storageDir,
+    store,
     // the embedded database belongs to this one process: whatever it left incomplete is
     // resumed at start; shared by workers, it is recovered as a shared MySQL database is
     staleAfterMs: config.databaseUrl.startsWith('sqlite:') && !worker ? 0 : config.recoveryStaleMs,
     events: { pollMs: config.eventsPollMs }
   })
-  if (config.retentionDays !== null) await fastify.register(retention, { retentionDays: config.retentionDays, storageDir: config.storageDir })
+  if (config.retentionDays !== null) await fastify.register(retention, { retentionDays: config.retentionDays, store })
   await fastify.register(metrics)
   // not `options` itself: a host's `prefix` in it is already this scope's
   await fastify.register(serviceRoutes, { config, docs: options.docs, metrics: options.metrics, page: options.page })

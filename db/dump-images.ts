@@ -1,7 +1,18 @@
 import { CompiledQuery, type Kysely } from 'kysely'
-import { createRequests } from './requests.js'
+import { createRequests, type Executor } from './requests.js'
+import { createStoredObjects, type ObjectBytes } from './stored-objects.js'
 import type { Database, Engine } from './schema.js'
 import type { ImageResult } from '../schemas/dump.js'
+
+/**
+ * Where the successes of a recording are stored: `keys` has the key of the object written
+ * for each (by image id); `redundant` receives, once recorded, the keys of objects whose
+ * bytes the user had already: the images point at the older object, and the caller removes these.
+ */
+export interface Placement {
+  keys: ReadonlyMap<number, string>
+  redundant: string[]
+}
 
 /** An image's recorded outcome: its result without the id and URL, which the admission record holds. */
 export type RecordedOutcome = Omit<ImageResult, 'imageId' | 'url'> & { status: 'SUCCESS' | 'FAILURE' }
@@ -19,6 +30,7 @@ function parseOutcome (row: { status: 'SUCCESS' | 'FAILURE', result: Buffer | st
  */
 export function createDumpImages (db: Kysely<Database>, engine: Engine) {
   const requests = createRequests(db, engine)
+  const storedObjects = createStoredObjects(engine)
   // recording an outcome again (a retry after a lost acknowledgement) changes nothing
   const onDuplicate = engine === 'mysql' ? 'ON DUPLICATE KEY UPDATE image_id = image_id' : 'ON CONFLICT (request_id, image_id) DO NOTHING'
 
@@ -29,13 +41,25 @@ export function createDumpImages (db: Kysely<Database>, engine: Engine) {
      * the new run may already have removed): 'recorded' or 'taken'. Recording an outcome
      * again (a retry after a lost acknowledgement) changes nothing. `storedAs` maps an image
      * to the one whose file holds its bytes, when that is another (the same URL, downloaded once).
+     *
+     * With `placement`, each success names the object that holds its bytes: the user's
+     * object for its SHA-256 (stored_objects), which is the one written for it unless the
+     * user had those bytes already (content-addressed per user); then the new object's key
+     * lands in `placement.redundant`, for the caller to remove once this resolved.
      */
-    async record (requestId: number, run: number, results: readonly ImageResult[], storedAs?: ReadonlyMap<number, number>): Promise<'recorded' | 'taken'> {
+    async record (requestId: number, run: number, results: readonly ImageResult[], storedAs?: ReadonlyMap<number, number>, placement?: Placement): Promise<'recorded' | 'taken'> {
       if (results.length === 0) return 'recorded'
       for (const { imageId, status } of results) {
         if (status === 'PENDING') throw new TypeError(`image ${imageId} has no outcome to record`)
       }
-      const written = await requests.underRunLock(requestId, run, async (trx) => {
+      const written = await requests.underRunLock(requestId, run, async (trx, userid) => {
+        const objects: ObjectBytes[] = []
+        for (const result of results) {
+          const key = placement?.keys.get(result.imageId)
+          if (result.status !== 'SUCCESS' || key === undefined || result.sha256 === undefined) continue
+          objects.push({ sha256: result.sha256, key, contentType: result.contentType ?? 'application/octet-stream', bytes: result.bytes ?? 0, width: result.width, height: result.height })
+        }
+        const owners = await storedObjects.claim(trx, userid, objects)
         // numbered after the last recorded outcome: the run lock keeps anyone else from
         // recording for this dump meanwhile, so the numbers only grow
         const last = await trx.selectFrom('dump_images').select((eb) => eb.fn.max('seq').as('seq'))
@@ -43,16 +67,23 @@ export function createDumpImages (db: Kysely<Database>, engine: Engine) {
         const first = Number(last?.seq ?? 0) + 1
         const params: unknown[] = []
         results.forEach(({ imageId, url: _url, status, ...rest }, index) => {
-          params.push(requestId, imageId, status, JSON.stringify(rest), first + index, storedAs?.get(imageId) ?? null)
+          const sha256 = status === 'SUCCESS' ? rest.sha256 ?? null : null
+          const key = sha256 === null || placement?.keys.has(imageId) !== true ? null : owners.get(sha256) ?? null
+          params.push(requestId, imageId, status, JSON.stringify(rest), first + index, storedAs?.get(imageId) ?? null, sha256, key)
         })
         // Written out rather than built with kysely: the builder makes a frozen node per value
         // and compiles them at every call, about a third of the recording's cost at full speed
         // (BENCHMARKS.md, "Recording outcomes"); the statement only varies in its row count.
         await trx.executeQuery(CompiledQuery.raw(
-          `INSERT INTO dump_images (request_id, image_id, status, result, seq, stored_as) VALUES ${'(?, ?, ?, ?, ?, ?), '.repeat(results.length - 1)}(?, ?, ?, ?, ?, ?) ${onDuplicate}`,
+          `INSERT INTO dump_images (request_id, image_id, status, result, seq, stored_as, sha256, object_key) VALUES ${'(?, ?, ?, ?, ?, ?, ?, ?), '.repeat(results.length - 1)}(?, ?, ?, ?, ?, ?, ?, ?) ${onDuplicate}`,
           params))
+        // the objects written for bytes the user had already: no row points at them
+        const kept = new Set(owners.values())
+        return [...new Set(objects.map((object) => object.key))].filter((key) => !kept.has(key))
       })
-      return written === 'taken' ? 'taken' : 'recorded'
+      if (written === 'taken') return 'taken'
+      placement?.redundant.push(...written)
+      return 'recorded'
     },
 
     /** The outcomes recorded after number `afterSeq`, in the order they were recorded, at most `limit`. */
@@ -95,18 +126,65 @@ export function createDumpImages (db: Kysely<Database>, engine: Engine) {
 
     /**
      * The recorded status of one image and the image whose file holds its bytes (itself,
-     * unless its URL was downloaded for another image of the dump); undefined while it has none.
+     * unless its URL was downloaded for another image of the dump); undefined while it has
+     * none. A success recorded with its object also has that object's key, its SHA-256 and
+     * its type.
      */
-    async storedImage (requestId: number, imageId: number): Promise<{ status: 'SUCCESS' | 'FAILURE', file: number } | undefined> {
-      const row = await db.selectFrom('dump_images').select(['status', 'stored_as'])
+    async storedImage (requestId: number, imageId: number): Promise<{ status: 'SUCCESS' | 'FAILURE', file: number, key?: string, sha256?: string, contentType?: string } | undefined> {
+      const row = await db.selectFrom('dump_images').select(['status', 'stored_as', 'object_key', 'result'])
         .where('request_id', '=', requestId).where('image_id', '=', imageId).executeTakeFirst()
-      return row === undefined ? undefined : { status: row.status, file: row.stored_as ?? imageId }
+      if (row === undefined) return undefined
+      const stored = { status: row.status, file: row.stored_as ?? imageId }
+      if (row.status !== 'SUCCESS') return stored
+      const outcome = parseOutcome(row)
+      return {
+        ...stored,
+        ...(row.object_key === null ? {} : { key: row.object_key }),
+        ...(outcome.sha256 === undefined ? {} : { sha256: outcome.sha256 }),
+        ...(outcome.contentType === undefined ? {} : { contentType: outcome.contentType })
+      }
     },
 
     /** Deletes every recorded outcome of a dump (one statement: at most MAX_IMAGES rows); how many. */
-    async removeOf (requestId: number): Promise<number> {
-      const deleted = await db.deleteFrom('dump_images').where('request_id', '=', requestId).executeTakeFirst()
+    async removeOf (requestId: number, executor: Executor = db): Promise<number> {
+      const deleted = await executor.deleteFrom('dump_images').where('request_id', '=', requestId).executeTakeFirst()
       return Number(deleted.numDeletedRows)
+    },
+
+    /**
+     * The objects a dump's recorded successes are in: the keys its rows name, and the ids of
+     * successes recorded before keys were (their object is their own, in the dump's folder).
+     */
+    async recordedObjects (requestId: number): Promise<{ keys: Set<string>, unkeyed: Set<number> }> {
+      const rows = await db.selectFrom('dump_images').select(['image_id', 'object_key'])
+        .where('request_id', '=', requestId).where('status', '=', 'SUCCESS').execute()
+      const keys = new Set<string>()
+      const unkeyed = new Set<number>()
+      for (const row of rows) {
+        if (row.object_key === null) unkeyed.add(row.image_id)
+        else keys.add(row.object_key)
+      }
+      return { keys, unkeyed }
+    },
+
+    /** The SHA-256s of a dump's successes recorded with their object. */
+    async sha256sOf (executor: Executor, requestId: number): Promise<string[]> {
+      const rows = await executor.selectFrom('dump_images').select('sha256').distinct()
+        .where('request_id', '=', requestId).where('status', '=', 'SUCCESS').where('sha256', 'is not', null).execute()
+      return rows.map((row) => row.sha256!)
+    },
+
+    /**
+     * Which of these SHA-256s a success of the user's still has (any dump of theirs): the
+     * objects that hold those bytes are still referenced. Through the sha256 index.
+     */
+    async referenced (executor: Executor, userid: number, sha256s: readonly string[]): Promise<Set<string>> {
+      if (sha256s.length === 0) return new Set()
+      const rows = await executor.selectFrom('dump_images').innerJoin('requests', 'requests.id', 'dump_images.request_id')
+        .select('dump_images.sha256').distinct()
+        .where('dump_images.sha256', 'in', [...sha256s]).where('dump_images.status', '=', 'SUCCESS').where('requests.userid', '=', userid)
+        .execute()
+      return new Set(rows.map((row) => row.sha256!))
     },
 
     /** The recorded status of one image, undefined while it has none. */

@@ -36,7 +36,7 @@ export function createRequestHistory (db: Kysely<Database>, engine: Engine) {
     async list (userid: number, beforeId: number | undefined, limit: number): Promise<ListedRequest[]> {
       let query = db.selectFrom('requests')
         .select(['id', 'dataformat', 'status', 'created_at', 'images', 'outcome', 'succeeded', 'failed', 'retry_of'])
-        .where('userid', '=', userid)
+        .where('userid', '=', userid).where('deleted', '=', 0)
       if (beforeId !== undefined) query = query.where('id', '<', beforeId)
       const rows = await query.orderBy('id', 'desc').limit(limit).execute()
       return rows.map((row) => ({

@@ -135,12 +135,41 @@ export function createRequests (db: Kysely<Database>, engine: Engine) {
      * write lock on SQLite); 'taken' without running it when the row was completed or
      * claimed by another run meanwhile.
      */
-    async underRunLock<T> (id: number, run: number, write: (trx: Executor) => Promise<T>): Promise<T | 'taken'> {
+    async underRunLock<T> (id: number, run: number, write: (trx: Executor, userid: number) => Promise<T>): Promise<T | 'taken'> {
       return await inWriteTransaction(async (trx) => {
-        let held = trx.selectFrom('requests').select('id').where('id', '=', id).where('status', '=', 0).where('resumes', '=', run)
+        let held = trx.selectFrom('requests').select('userid').where('id', '=', id).where('status', '=', 0).where('resumes', '=', run)
         if (engine === 'mysql') held = held.forUpdate()
-        return await held.executeTakeFirst() === undefined ? 'taken' : await write(trx)
+        const row = await held.executeTakeFirst()
+        return row === undefined ? 'taken' : await write(trx, row.userid)
       })
+    },
+
+    /**
+     * Runs `remove` in a transaction that holds the row of one of the user's dumps, locked
+     * by primary key on MySQL (the single write lock on SQLite), with whether the dump is
+     * complete; 'not found' without running it when the user has no such dump (`deleted`
+     * ones included only with `evenDeleted`). On MySQL the transaction reads what others
+     * committed up to each statement (READ COMMITTED): a removal that waited for a row lock
+     * must see what the holder of the lock wrote.
+     */
+    async underDumpLock<T> (userid: number, id: number, remove: (trx: Executor, complete: boolean) => Promise<T>, evenDeleted = false): Promise<T | 'not found'> {
+      const body = async (trx: Executor): Promise<T | 'not found'> => {
+        let held = trx.selectFrom('requests').select('status').where('id', '=', id).where('userid', '=', userid)
+        if (!evenDeleted) held = held.where('deleted', '=', 0)
+        if (engine === 'mysql') held = held.forUpdate()
+        const row = await held.executeTakeFirst()
+        return row === undefined ? 'not found' : await remove(trx, Boolean(row.status))
+      }
+      if (engine === 'mysql') return await db.transaction().setIsolationLevel('read committed').execute(body)
+      return await inWriteTransaction(body)
+    },
+
+    /**
+     * Marks a dump deleted and clears its record and idempotency key; the row stays, so
+     * that the quota still counts its admission (a deletion gives no slot back).
+     */
+    async markDeleted (executor: Executor, id: number): Promise<void> {
+      await executor.updateTable('requests').set({ deleted: 1, data: null, idempotency_key: null, batch_sha256: null }).where('id', '=', id).execute()
     },
 
     /**
@@ -230,9 +259,11 @@ export function createRequests (db: Kysely<Database>, engine: Engine) {
       return true
     },
 
-    /** Whether one of the user's dumps is complete; undefined when the user has no such dump. */
-    async isComplete (userid: number, id: number): Promise<boolean | undefined> {
-      const row = await db.selectFrom('requests').select('status').where('id', '=', id).where('userid', '=', userid).executeTakeFirst()
+    /** Whether one of the user's dumps is complete; undefined when the user has no such dump (or deleted it, unless `evenDeleted`). */
+    async isComplete (userid: number, id: number, evenDeleted = false): Promise<boolean | undefined> {
+      let query = db.selectFrom('requests').select('status').where('id', '=', id).where('userid', '=', userid)
+      if (!evenDeleted) query = query.where('deleted', '=', 0)
+      const row = await query.executeTakeFirst()
       return row === undefined ? undefined : Boolean(row.status)
     },
 
@@ -254,7 +285,7 @@ export function createRequests (db: Kysely<Database>, engine: Engine) {
     /** One of the user's logged requests, as stored; undefined when not theirs or not recorded. */
     async find (userid: number, id: number): Promise<StoredRequest | undefined> {
       const row = await db.selectFrom('requests').select(['dataformat', 'data', 'status', 'retry_of'])
-        .where('id', '=', id).where('userid', '=', userid).executeTakeFirst()
+        .where('id', '=', id).where('userid', '=', userid).where('deleted', '=', 0).executeTakeFirst()
       if (row === undefined || row.data === null) return undefined
       return { format: row.dataformat, data: Buffer.from(row.data), complete: Boolean(row.status), retryOf: row.retry_of }
     },

@@ -67,6 +67,8 @@ export interface RequestsTable {
    * supervisor resumes the dumps of a worker that died by it (plugins/dumps/resume.ts).
    */
   run_by: ColumnType<string | null, string | null | undefined, string | null>
+  /** 1 once the dump was deleted (DELETE /v1/dumps/{id}): the row stays for the quota, without its record */
+  deleted: ColumnType<number, number | undefined, number>
 }
 
 /** The outcome of each image of a dump, recorded as it happens; an image without a row is pending. */
@@ -81,6 +83,21 @@ export interface DumpImagesTable {
   seq: number
   /** the image of the same dump whose file holds this one's bytes (its URL was downloaded once for both); NULL: its own */
   stored_as: ColumnType<number | null, number | null | undefined, number | null>
+  /** a success's SHA-256 (hex); NULL on failures and on rows recorded before objects were shared */
+  sha256: ColumnType<string | null, string | null | undefined, string | null>
+  /** the key of the object holding a success's bytes (stored_objects); NULL as sha256 */
+  object_key: ColumnType<string | null, string | null | undefined, string | null>
+}
+
+/** One object per user and SHA-256: identical bytes are stored once per user (db/stored-objects.ts). */
+export interface StoredObjectsTable {
+  userid: number
+  sha256: string
+  object_key: string
+  content_type: string
+  bytes: ColumnType<number, number, number>
+  width: number | null
+  height: number | null
 }
 
 /** The login throttle's counters: one row per throttled key while its window lasts. */
@@ -97,6 +114,7 @@ export interface Database {
   tokens: TokensTable
   requests: RequestsTable
   dump_images: DumpImagesTable
+  stored_objects: StoredObjectsTable
   login_attempts: LoginAttemptsTable
 }
 

@@ -2,8 +2,12 @@ import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import { createDumpImages } from '../db/dump-images.js'
 import { createRequests } from '../db/requests.js'
+import { createStoredObjects } from '../db/stored-objects.js'
 import { thisInstance } from '../lib/instance.js'
-import { createStorageLayout } from '../lib/storage-layout.js'
+import type { ObjectStore } from '../lib/object-store/contract.js'
+import { storeFromOptions } from '../lib/object-store/from-options.js'
+import { findUnrecordedKey } from '../lib/storage-layout.js'
+import { createDumpRemoval } from './dumps/removal.js'
 import { serializeDocument } from './content-negotiation/xml-writer.js'
 import { createDumpRunner, type DumpObserver } from './dumps/dump-run.js'
 import { createResumer } from './dumps/resume.js'
@@ -19,8 +23,10 @@ export { DumpNotRecordedError, type DumpObserver } from './dumps/dump-run.js'
 export { failedBatch, imageResult, interrupt, numberBatch, progressOf, readRecord, statusOf } from './dumps/records.js'
 
 export interface DumpsOptions {
+  /** where the images are: the image fetcher's store unless given (shorthand: storageDir, a file store of that folder) */
+  store?: ObjectStore
   /** image root; the same folder the image fetcher writes to */
-  storageDir: string
+  storageDir?: string
   /** how often an instance marks the dumps it is processing as alive (default and at most an eighth of staleAfterMs, and at most 15 s by default) */
   heartbeatMs?: number
   /**
@@ -47,7 +53,10 @@ export function createDumpsService (fastify: FastifyInstance, options: DumpsOpti
   const { db, engine } = fastify.persistence
   const requests = createRequests(db, engine)
   const dumpImages = createDumpImages(db, engine)
-  const storage = createStorageLayout(options.storageDir)
+  const { store, owned } = options.store === undefined && options.storageDir === undefined
+    ? { store: fastify.imageFetcher.store, owned: false }
+    : storeFromOptions(options, 'dumps')
+  const removal = createDumpRemoval({ db, requests, dumpImages, storedObjects: createStoredObjects(engine), store })
   const staleAfterMs = options.staleAfterMs ?? 60_000
   // While running, a row always needs a stale heartbeat: with 0, a dump admitted but not
   // yet being processed would look abandoned.
@@ -76,7 +85,7 @@ export function createDumpsService (fastify: FastifyInstance, options: DumpsOpti
   const recorded = createRecordedSignal()
   const runner = createDumpRunner({
     fetcher: fastify.imageFetcher,
-    storage,
+    store,
     requests,
     dumpImages,
     log: fastify.log,
@@ -85,7 +94,7 @@ export function createDumpsService (fastify: FastifyInstance, options: DumpsOpti
     observer
   })
   const instance = options.instance ?? thisInstance()
-  const resumer = createResumer({ requests, dumpImages, storage, runner, log: fastify.log, maxResumes: options.maxResumes ?? 5, instance })
+  const resumer = createResumer({ requests, dumpImages, store, runner, log: fastify.log, maxResumes: options.maxResumes ?? 5, instance })
   // dumps that run on after their request was answered; the app's close waits for them
   const background = new Set<Promise<void>>()
 
@@ -102,8 +111,10 @@ export function createDumpsService (fastify: FastifyInstance, options: DumpsOpti
     /** The user's dumps, newest first (GET /v1/dumps). */
     listing: createDumpListing({ requests, dumpImages }),
 
-    /** The folder the files `image` names are relative to. */
-    storageRoot: storage.root,
+    /** where the images are */
+    store,
+    /** whether closing the service closes the store (it made it) */
+    ownsStore: owned,
     sweepAfterMs,
     leaseMs,
 
@@ -143,18 +154,31 @@ export function createDumpsService (fastify: FastifyInstance, options: DumpsOpti
     },
 
     /**
-     * The stored file of one image of one of the user's dumps, relative to storageRoot, and
-     * its type; only once its success is recorded, so no file is served that its record
-     * does not claim (dumps completed before outcomes were recorded per image: any file).
-     * The file is the image's own, or that of the image of the same dump whose download
-     * it shares (the same URL).
+     * The object that holds one image of one of the user's dumps, its type and SHA-256;
+     * only once its success is recorded, so nothing is served that its record does not
+     * claim (dumps completed before outcomes were recorded per image: any object of theirs).
+     * A success names its object (possibly another dump's: identical bytes are stored once
+     * per user); rows from before that are found in the dump's folder, as the image's own
+     * object or that of the image of the same dump whose download it shares (the same URL).
      */
-    async image (userid: number, requestId: number, imageId: number): Promise<{ file: string, contentType: string } | undefined> {
-      const stored = await dumpImages.storedImage(requestId, imageId)
-      if (stored?.status === 'FAILURE') return undefined
-      if (stored === undefined && await requests.isComplete(userid, requestId) !== true) return undefined
-      // an image whose URL was downloaded for another image of the dump is served from that one's file
-      return await storage.findImage(userid, requestId, stored?.file ?? imageId)
+    async image (userid: number, requestId: number, imageId: number): Promise<{ key: string, contentType: string, sha256?: string } | undefined> {
+      const [stored, complete] = await Promise.all([dumpImages.storedImage(requestId, imageId), requests.isComplete(userid, requestId)])
+      // the dump must be the user's (and not deleted): an image row alone says nothing of whose it is
+      if (complete === undefined || stored?.status === 'FAILURE') return undefined
+      if (stored === undefined && !complete) return undefined
+      if (stored?.key !== undefined && stored.contentType !== undefined) return { key: stored.key, contentType: stored.contentType, ...(stored.sha256 === undefined ? {} : { sha256: stored.sha256 }) }
+      const found = await findUnrecordedKey(store, userid, requestId, stored?.file ?? imageId)
+      if (found === undefined) return undefined
+      return stored?.sha256 === undefined ? found : { ...found, sha256: stored.sha256 }
+    },
+
+    /**
+     * DELETE /v1/dumps/{id}: removes the dump's record and outcomes and the objects no other
+     * dump of the user references; 'running' while it runs, 'not found' when the user has
+     * no such dump. The admission stays counted by the quota.
+     */
+    async deleteDump (userid: number, requestId: number): Promise<'deleted' | 'running' | 'not found'> {
+      return await removal.deleteDump(userid, requestId)
     },
 
     /** Takes over and resumes dumps left incomplete by a stopped instance; how many it took. */
@@ -264,6 +288,7 @@ async function dumps (fastify: FastifyInstance, options: DumpsOptions): Promise<
     // after this hook too) is still there. Their dumps are resumed later.
     await fastify.imageFetcher.close()
     await service.settled()
+    if (service.ownsStore) await service.store.close()
   })
 }
 

@@ -1,6 +1,6 @@
 /**
- * Image fetching: downloads one image URL into the storage directory, under a name the
- * server chose, and reports what happened as data (a FetchOutcome), never as an exception.
+ * Image fetching: downloads one image URL into the object store (lib/object-store), under
+ * a key the server chose, and reports what happened as data (a FetchOutcome), never as an exception.
  *
  * `createImageFetcher(options)` is the whole feature as a plain object, usable without
  * Fastify; the default export is the Fastify plugin that decorates `fastify.imageFetcher`
@@ -9,12 +9,12 @@
  *
  * It composes the parts in lib/download/, each of which documents its own decisions:
  * image-url.ts (which URLs), guarded-connector.ts (the SSRF guard), download.ts (redirects,
- * retries, the one deadline), write-image.ts (`.part` then rename), download-errors.ts
- * (what each failure is called), semaphore.ts (the concurrency limit); file names come
- * from lib/storage-layout.ts.
+ * retries, the one deadline), write-image.ts (sniffing, hashing, limits, into an
+ * ObjectSink), download-errors.ts (what each failure is called), semaphore.ts (the
+ * concurrency limit); keys come from lib/storage-layout.ts.
  *
- * close() aborts queued and in-flight downloads (they end as INTERRUPTED, their temporary
- * files removed), then destroys the Agent. In a Fastify app it runs from onClose, after
+ * close() aborts queued and in-flight downloads (they end as INTERRUPTED, their unfinished
+ * objects aborted), then destroys the Agent. In a Fastify app it runs from onClose, after
  * the server has let in-flight requests finish. A FetchGroup does the same for the
  * downloads started with it (one dump's), and only those.
  */
@@ -27,14 +27,19 @@ import { createGuardedConnector } from '../lib/download/guarded-connector.js'
 import { checkAddress, parseImageUrl } from '../lib/download/image-url.js'
 import { createSemaphore } from '../lib/download/semaphore.js'
 import { createImageWriter } from '../lib/download/write-image.js'
-import { UnsafeStorageTargetError, createStorageLayout, type ResolvedTarget, type StorageTarget } from '../lib/storage-layout.js'
+import path from 'node:path'
+import { UnsafeObjectKeyError } from '../lib/object-store/contract.js'
+import { storeFromOptions, type StoreOptions } from '../lib/object-store/from-options.js'
+import { checkObjectKey } from '../lib/object-store/keys.js'
+import { objectKey, type StorageTarget } from '../lib/storage-layout.js'
 import type { ImageError } from '../schemas/dump.js'
 
 export { BlockedAddressError, createGuardedConnector, createGuardedLookup } from '../lib/download/guarded-connector.js'
+// for embedders: the store the options take, and the file-system one `storageDir` stands for
+export { createFileStore } from '../lib/object-store/file-store.js'
+export { UnsafeObjectKeyError, type ObjectStore, type ObjectSink, type ObjectInfo, type ObjectRead, type ByteRange } from '../lib/object-store/contract.js'
 
-export interface ImageFetcherOptions {
-  /** image root; everything is written inside it */
-  storageDir: string
+export interface ImageFetcherOptions extends StoreOptions {
   /** one deadline per image covering queue-exit→connect→headers→last byte, redirects and retries included */
   timeoutMs: number
   /** at most this many images in flight at once for this fetcher (waiting in the queue does not consume the deadline) */
@@ -60,6 +65,7 @@ export interface ImageFetcherOptions {
 }
 
 export type FetchOutcome =
+  // `path`: the key of the object that holds the bytes
   | { status: 'SUCCESS', path: string, contentType: string, bytes: number, sha256: string, width?: number, height?: number }
   | { status: 'FAILURE', error: ImageError }
 
@@ -70,7 +76,7 @@ export interface DownloadObservation {
   seconds: number
 }
 
-/** Where an image goes: `dir` relative to storageDir (e.g. "1/42"), file `name` without extension (e.g. "7"). */
+/** Where an image goes: folder key `dir` (e.g. "1/42"), `name` without extension (e.g. "7"); its key is `<dir>/<name>.<ext>`. */
 export type FetchTarget = StorageTarget
 
 /**
@@ -115,11 +121,25 @@ function nonNegativeInteger (name: string, value: unknown): number {
   return value
 }
 
-export function createImageFetcher (options: ImageFetcherOptions) {
-  if (typeof options.storageDir !== 'string' || options.storageDir === '') {
-    throw new TypeError('image fetcher: storageDir must be a non-empty path')
+// A target's name is one key segment made by the server; this keeps out separators, "..", NUL and dotfiles.
+const SAFE_NAME = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$/
+
+/** A target checked and put in its plain form ("1/../2" is "2"); throws UnsafeObjectKeyError. */
+function checkTarget (target: FetchTarget): FetchTarget {
+  if (target === null || typeof target !== 'object' || typeof target.dir !== 'string' || typeof target.name !== 'string') {
+    throw new UnsafeObjectKeyError('invalid storage target')
   }
-  const storage = createStorageLayout(options.storageDir)
+  if (!SAFE_NAME.test(target.name)) throw new UnsafeObjectKeyError('invalid storage file name')
+  const dir = target.dir === '' ? '' : path.posix.normalize(target.dir).replace(/\/$/, '')
+  if (dir === '..' || dir.startsWith('../') || dir.startsWith('/')) throw new UnsafeObjectKeyError('storage target is outside the storage directory')
+  const checked = { dir: dir === '.' ? '' : dir, name: target.name }
+  // the extension does not change whether a key is safe: one check before any download
+  checkObjectKey(objectKey(checked, 'png'))
+  return checked
+}
+
+export function createImageFetcher (options: ImageFetcherOptions) {
+  const { store, owned } = storeFromOptions(options, 'image fetcher')
   const timeoutMs = positiveInteger('timeoutMs', options.timeoutMs)
   const maxImageBytes = positiveInteger('maxImageBytes', options.maxImageBytes)
   const perHost = positiveInteger('perHost', options.perHost)
@@ -146,7 +166,7 @@ export function createImageFetcher (options: ImageFetcherOptions) {
       // Never decompress: what is stored and hashed is exactly what the origin sent.
       'accept-encoding': 'identity'
     },
-    writeImage: createImageWriter(maxImageBytes)
+    writeImage: createImageWriter(store, maxImageBytes)
   })
 
   // close() sets `closing`, rejects the queue and aborts every controller in `inFlight`:
@@ -158,11 +178,11 @@ export function createImageFetcher (options: ImageFetcherOptions) {
   const pending = new Set<Promise<FetchOutcome>>()
   let closed: Promise<void> | undefined
 
-  function resolveTarget (target: FetchTarget): ResolvedTarget {
+  function resolveTarget (target: FetchTarget): FetchTarget {
     try {
-      return storage.resolve(target)
+      return checkTarget(target)
     } catch (err) {
-      if (err instanceof UnsafeStorageTargetError) throw failure('IO', err.message)
+      if (err instanceof UnsafeObjectKeyError) throw failure('IO', err.message)
       throw err
     }
   }
@@ -218,8 +238,11 @@ export function createImageFetcher (options: ImageFetcherOptions) {
   }
 
   return {
+    /** where the images go */
+    store,
+
     /**
-     * Downloads `url` to `<storageDir>/<target.dir>/<target.name>.<ext>`. Never rejects:
+     * Downloads `url` into the object `<target.dir>/<target.name>.<ext>`. Never rejects:
      * every failure is a FAILURE outcome with the SPEC's error shape. With a `group`, the
      * group's abort() stops it too.
      */
@@ -248,6 +271,7 @@ export function createImageFetcher (options: ImageFetcherOptions) {
         for (const controller of inFlight) controller.abort(new Interrupted())
         await Promise.allSettled([...pending])
         await agent.destroy()
+        if (owned) await store.close()
       })()
       return closed
     }

@@ -2,14 +2,19 @@ import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import { createDumpImages } from '../db/dump-images.js'
 import { createRequests } from '../db/requests.js'
-import { createStorageLayout } from '../lib/storage-layout.js'
+import { createStoredObjects } from '../db/stored-objects.js'
+import type { ObjectStore } from '../lib/object-store/contract.js'
+import { storeFromOptions } from '../lib/object-store/from-options.js'
+import { createDumpRemoval } from './dumps/removal.js'
 import { setTimeout as sleep } from 'node:timers/promises'
 
 export interface RetentionOptions {
   /** dumps admitted longer ago than this many days are removed (records, outcomes, files) */
   retentionDays: number
-  /** the image root; the same folder the image fetcher writes to */
-  storageDir: string
+  /** where the images are: the image fetcher's store unless given */
+  store?: ObjectStore
+  /** shorthand for a file store of this folder (the same folder the image fetcher writes to) */
+  storageDir?: string
   /** how often a sweep starts, in ms (default 60 s, give or take a tenth, so instances drift apart) */
   intervalMs?: number
   /** dumps looked at per batch (default 50) */
@@ -21,7 +26,7 @@ export interface RetentionOptions {
 }
 
 export interface SweepReport {
-  /** dumps this sweep removed: row, outcomes and folder */
+  /** dumps this sweep removed: row, outcomes, and the objects no other dump of the user references */
   removed: number
   /** dumps it found expired but another sweep (on this or another instance) had taken */
   takenElsewhere: number
@@ -39,8 +44,9 @@ export class RetentionTooShortError extends Error {
  * nothing and can simply run again.
  */
 function isLockConflict (error: unknown): boolean {
-  const errno = typeof error === 'object' && error !== null ? (error as { errno?: unknown }).errno : undefined
-  return errno === 1213 || errno === 1205
+  const { errno, code } = typeof error === 'object' && error !== null ? (error as { errno?: unknown, code?: unknown }) : { errno: undefined, code: undefined }
+  // SQLite: another connection held the write lock past busy_timeout (instances sharing one file)
+  return errno === 1213 || errno === 1205 || code === 'SQLITE_BUSY'
 }
 
 /** Runs one step of a removal, again (up to 4 times in all) when it lost a lock conflict. */
@@ -58,9 +64,12 @@ async function againOnLockConflict<T> (step: () => Promise<T>): Promise<T> {
 /**
  * Removes dumps older than the retention, a bounded batch at a time: each is first taken
  * (db/requests.ts, claimExpired), so that of several instances sweeping at once exactly one
- * removes it; then its folder goes (through the storage layout, the folders' owner), then
- * its outcomes and its row. A sweep that stops halfway leaves the row, taken: it is taken
- * again after the lease and finished, so no file outlives its record for long. A dump
+ * removes it; then its outcomes and the objects no other dump of the user references go
+ * (plugins/dumps/removal.ts, as DELETE /v1/dumps/{id} removes them: bytes are stored once
+ * per user, so a newer dump may hold the bytes of an old one), then its row. A sweep that
+ * stops halfway leaves the row, taken: it is taken again after the lease and finished, so
+ * no object outlives its record for long. Dumps deleted by their user are removed the same
+ * way once expired, which also removes anything their deletion left behind. A dump
  * still running is never removed, nor anything inside the quota's window or an
  * idempotency key's lifetime (the retention is refused when shorter than either).
  */
@@ -68,7 +77,10 @@ export function createRetention (fastify: FastifyInstance, options: RetentionOpt
   const { db, engine } = fastify.persistence
   const requests = createRequests(db, engine)
   const dumpImages = createDumpImages(db, engine)
-  const storage = createStorageLayout(options.storageDir)
+  const { store, owned } = options.store === undefined && options.storageDir === undefined && fastify.hasDecorator('imageFetcher')
+    ? { store: fastify.imageFetcher.store, owned: false }
+    : storeFromOptions(options, 'retention')
+  const removal = createDumpRemoval({ db, requests, dumpImages, storedObjects: createStoredObjects(engine), store })
   const retentionSeconds = options.retentionDays * 86_400
   const keep = Math.max(fastify.quota.windowSeconds, fastify.quota.idempotencyKeySeconds)
   if (!(retentionSeconds >= keep)) {
@@ -80,6 +92,9 @@ export function createRetention (fastify: FastifyInstance, options: RetentionOpt
 
   return {
     retentionSeconds,
+    /** whether closing the app closes the store (it made it) */
+    ownsStore: owned,
+    store,
 
     /** One sweep: expired dumps removed, batch by batch, at most maxPerSweep; `stopping` ends it between dumps. */
     async sweep (stopping: () => boolean = () => false): Promise<SweepReport> {
@@ -94,8 +109,7 @@ export function createRetention (fastify: FastifyInstance, options: RetentionOpt
             continue
           }
           takenHere++
-          await storage.removeDumpFolder(userid, id)
-          await againOnLockConflict(() => dumpImages.removeOf(id))
+          await againOnLockConflict(() => removal.retireDump(userid, id))
           if (await againOnLockConflict(() => requests.remove(id))) report.removed++
         }
         // the rest of the expired rows are taken by other sweeps, or there are none left
@@ -138,6 +152,7 @@ async function retention (fastify: FastifyInstance, options: RetentionOptions): 
     closing = true
     clearTimeout(timer)
     await sweeping
+    if (service.ownsStore) await service.store.close()
   })
 }
 

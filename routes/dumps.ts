@@ -1,4 +1,3 @@
-import fastifyStatic from '@fastify/static'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
@@ -9,7 +8,8 @@ import { batchErrorFormatter } from '../plugins/content-negotiation/batch.js'
 import { CONTENT_TYPES, JSON_MEDIA_TYPE, XML_MEDIA_TYPES } from '../plugins/content-negotiation/media-types.js'
 import { describe } from '../plugins/api-docs.js'
 import { ErrorSchema } from '../schemas/error.js'
-import { NotFoundError } from '../lib/errors.js'
+import { ConflictError, NotFoundError } from '../lib/errors.js'
+import { sendImage } from './dump-image.js'
 import { createDumpRuns } from './dump-runs.js'
 import { createReplays, idempotencyKeyOf } from './idempotency.js'
 import { dumpEventRoutes, type DumpEventRoutesOptions } from './dump-events.js'
@@ -55,21 +55,6 @@ export default async function dumpRoutes (fastify: FastifyInstance, options: Dum
   // this scope reads batches, in JSON or XML, and no other body
   negotiation.readBodies(fastify, ['json', 'xml'])
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
-
-  // Stored images are sent with an ETag and Last-Modified (304 on a match) and honour
-  // Range (206). Only `reply.sendFile`, in this scope: no route of its own (serve: false),
-  // so no URL maps onto the storage folder and nothing lists it; the file is always one
-  // that dumps.image found for the caller's own dump.
-  await fastify.register(fastifyStatic, {
-    root: fastify.dumps.storageRoot,
-    serve: false,
-    index: false,
-    dotfiles: 'deny',
-    // the type is the one the bytes were sniffed as (from the stored extension), set below
-    contentType: false,
-    // set below: the images belong to one user
-    cacheControl: false
-  })
 
   app.post('/v1/dumps', {
     // Order matters: who (401) and the Idempotency-Key (400) before the body is read, what
@@ -136,8 +121,8 @@ export default async function dumpRoutes (fastify: FastifyInstance, options: Dum
     onRequest: fastify.imageDumpAuth.authenticate,
     schema: {
       summary: 'A stored image',
-      description: 'The bytes as downloaded, with the type they were recognised as. Sent with an ETag and Last-Modified (304 to a matching ' +
-        'conditional request) and ranges (206).',
+      description: 'The bytes as downloaded, with the type they were recognised as. Sent with a strong ETag (the SHA-256 of the bytes) and ' +
+        'Last-Modified (304 to a matching conditional request) and one byte range (206; several ranges get the whole image).',
       tags: ['dumps'],
       params: ImageParams,
       response: {
@@ -152,7 +137,32 @@ export default async function dumpRoutes (fastify: FastifyInstance, options: Dum
     reply.header('X-Content-Type-Options', 'nosniff')
     // any cache may keep it only for this user, and asks again (a 304 with the ETag) before reuse
     reply.header('Cache-Control', 'private, no-cache')
-    return reply.type(image.contentType).sendFile(image.file)
+    // from the store, whichever backend: no URL maps onto it, and the key is always one
+    // that dumps.image found for the caller's own dump
+    return await sendImage(fastify.dumps.store, image, request, reply)
+  })
+
+  app.delete('/v1/dumps/:requestId', {
+    onRequest: fastify.imageDumpAuth.authenticate,
+    schema: {
+      summary: 'Delete a dump',
+      description: 'Removes the dump\'s record, its images\' outcomes, and the stored bytes no other dump of the caller references ' +
+        '(identical bytes are stored once per user: bytes another dump also has stay). Afterwards the dump, its images and events are 404 ' +
+        'and it is gone from the list. The dump\'s quota slot is not given back: the quota counts admissions, and a deleted dump was admitted.',
+      tags: ['dumps'],
+      params: DumpParams,
+      response: {
+        204: { description: 'Deleted.' },
+        404: describe(ErrorSchema, { description: 'The caller has no dump with this id (or it was deleted already).' }),
+        409: describe(ErrorSchema, { description: 'The dump is still running: delete it once it is complete.' })
+      }
+    }
+  }, async (request, reply) => {
+    const { requestId } = request.params
+    const deleted = await fastify.dumps.deleteDump(request.principal.userid, requestId)
+    if (deleted === 'not found') throw new NotFoundError('dump not found')
+    if (deleted === 'running') throw new ConflictError(`dump ${requestId} is still running: delete it once it is complete (follow it at GET /v1/dumps/${requestId})`)
+    return reply.code(204).send()
   })
 
   dumpListRoutes(fastify)

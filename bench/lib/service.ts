@@ -86,8 +86,8 @@ export function staleBuildWarning (): string | null {
   // an incremental build rewrites only what changed, but always its .tsbuildinfo
   const info = path.join(ROOT, 'dist', '.tsbuildinfo')
   const built = statSync(existsSync(info) ? info : SERVER_JS).mtimeMs
-  // the fetcher is composed of the modules in lib/download/
-  const download = readdirSync(path.join(ROOT, 'lib', 'download')).map((file) => `lib/download/${file}`)
+  // the fetcher is composed of the modules in lib/download/, and writes through lib/object-store/
+  const download = ['download', 'object-store'].flatMap((folder) => readdirSync(path.join(ROOT, 'lib', folder)).map((file) => `lib/${folder}/${file}`))
   for (const source of ['server.ts', 'app.ts', 'config.ts', 'plugins/image-fetcher.ts', 'plugins/dumps.ts', 'routes/dumps.ts', 'lib/storage-layout.ts', ...download]) {
     const file = path.join(ROOT, source)
     if (existsSync(file) && statSync(file).mtimeMs > built + 1000) return `${source} is newer than dist/: run \`npm run build\` (\`npm run bench\` does)`

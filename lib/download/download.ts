@@ -16,7 +16,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Dispatcher } from 'undici'
-import type { ResolvedTarget } from '../storage-layout.js'
+import type { StorageTarget } from '../storage-layout.js'
 import { DeadlineExceeded, FetchFailure, Interrupted, classifyNetworkError, failure } from './download-errors.js'
 import type { AddressPolicy } from './guarded-connector.js'
 import { checkAddress, parseImageUrl } from './image-url.js'
@@ -75,7 +75,7 @@ export function createDownloader (options: DownloadOptions) {
    * Interrupted reason stops the download as INTERRUPTED; the deadline aborts it with
    * DeadlineExceeded (TIMEOUT). Throws a FetchFailure on every failure.
    */
-  return async function download (first: URL, target: ResolvedTarget, controller: AbortController): Promise<StoredImage> {
+  return async function download (first: URL, target: StorageTarget, controller: AbortController): Promise<StoredImage> {
     const { signal } = controller
     const deadline = performance.now() + timeoutMs
     const timer = setTimeout(() => controller.abort(new DeadlineExceeded()), timeoutMs)

@@ -11,7 +11,10 @@
  * its downloads, so that the instance that takes over never meets its files being written.
  *
  * Images whose URLs are the same (same-url.ts) are downloaded once; the others get the
- * outcome too, and are served from the file of the image that was downloaded.
+ * outcome too, and are served from the object of the image that was downloaded. Bytes the
+ * user has stored before (the same SHA-256) are stored once: when an outcome is recorded,
+ * its image points at the user's older object, and the object just written is removed
+ * (db/dump-images.ts, record).
  *
  * A run that stops (taken over, database out of reach, service stopping) leaves its dump
  * incomplete, with the outcomes it recorded; the images without one are downloaded again
@@ -22,7 +25,8 @@ import type { FastifyBaseLogger } from 'fastify'
 import type { Requests } from '../../db/requests.js'
 import type { DumpImages } from '../../db/dump-images.js'
 import { createServiceError } from '../../lib/errors.js'
-import type { StorageLayout } from '../../lib/storage-layout.js'
+import type { ObjectStore } from '../../lib/object-store/contract.js'
+import { dumpTarget } from '../../lib/storage-layout.js'
 import type { BodyFormat } from '../../schemas/batch.js'
 import type { DumpResult, ImageResult, ItemResult } from '../../schemas/dump.js'
 import { serializeDocument } from '../content-negotiation/xml-writer.js'
@@ -87,7 +91,7 @@ export interface DumpObserver {
 
 export interface DumpRunnerOptions {
   fetcher: ImageFetcher
-  storage: StorageLayout
+  store: ObjectStore
   requests: Requests
   dumpImages: DumpImages
   log: FastifyBaseLogger
@@ -99,7 +103,7 @@ export interface DumpRunnerOptions {
 }
 
 export function createDumpRunner (options: DumpRunnerOptions) {
-  const { fetcher, storage, requests, dumpImages, log, observer = {} } = options
+  const { fetcher, store, requests, dumpImages, log, observer = {} } = options
   const runs = new Map<number, DumpRun>()
   const executing = new Set<Promise<unknown>>()
 
@@ -124,11 +128,24 @@ export function createDumpRunner (options: DumpRunnerOptions) {
     const results = new Map<number, ImageResult>()
     // image → the image whose file holds its bytes, for the images whose URL was downloaded for another
     const storedAs = new Map<number, number>()
+    // image → the key of the object written for its bytes, for every success
+    const keys = new Map<number, string>()
     const recorder = createOutcomeRecorder<ImageResult>({
       ...options.recording,
       write: async (batch) => {
-        if (await dumpImages.record(requestId, run.number, batch, storedAs) === 'taken') run.stop('taken')
-        else options.onRecorded?.(requestId)
+        const placement = { keys, redundant: [] as string[] }
+        if (await dumpImages.record(requestId, run.number, batch, storedAs, placement) === 'taken') {
+          run.stop('taken')
+          return
+        }
+        options.onRecorded?.(requestId)
+        // bytes the user had already: the images point at the older object. One left
+        // behind (the store failing now) is removed with its dump's folder later.
+        if (placement.redundant.length > 0) {
+          await store.remove(placement.redundant).catch((error: unknown) => {
+            log.warn({ err: error, requestId }, 'removing objects whose bytes were stored already failed')
+          })
+        }
       },
       onError: (error) => { log.warn({ err: error, requestId }, 'recording image outcomes failed; trying again') }
     })
@@ -142,12 +159,15 @@ export function createDumpRunner (options: DumpRunnerOptions) {
       // their recorded outcome names the file that holds their bytes.
       await Promise.all(groupByDownload(pending).map(async (group) => {
         const first = group[0]!
-        const outcome = await fetcher.fetchImage(first.url, storage.dumpTarget(userid, requestId, first.imageId), run.group)
+        const outcome = await fetcher.fetchImage(first.url, dumpTarget(userid, requestId, first.imageId), run.group)
         for (const image of group) {
           const result = imageResult(requestId, image, outcome)
           // a stopped download leaves its images pending, for the run that resumes the dump
           if (interrupted(result)) return
-          if (image !== first && outcome.status === 'SUCCESS') storedAs.set(image.imageId, first.imageId)
+          if (outcome.status === 'SUCCESS') {
+            keys.set(image.imageId, outcome.path)
+            if (image !== first) storedAs.set(image.imageId, first.imageId)
+          }
           results.set(image.imageId, result)
           recorder.add(result)
           observer.image?.(requestId, result, image === first)

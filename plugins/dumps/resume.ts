@@ -7,10 +7,11 @@
  * so two instances never resume the same one. Or when the process that ran it is known to
  * be dead: a worker's supervisor sees it exit and names it (requests.run_by) to the
  * workers still alive, which take over its dumps at once, whatever their heartbeat says;
- * the dumps of live processes, whose heartbeats stay fresh, are never touched. The outcomes it recorded stay, with their
- * files; every other file of the dump (a temporary file, or an image finished after the last
- * recorded batch) is removed before its pending images are downloaded again, so that a file
- * exists only for a recorded success or an image being downloaded.
+ * the dumps of live processes, whose heartbeats stay fresh, are never touched. The outcomes
+ * it recorded stay, with their objects; every other object of the dump's folder (a
+ * temporary piece, or an image finished after the last recorded batch) is removed before
+ * its pending images are downloaded again, so that an object exists only for a recorded
+ * success or an image being downloaded.
  *
  * What cannot be resumed is completed instead, its images without an outcome INTERRUPTED:
  * a dump whose admission record cannot be read, and one that has already been resumed
@@ -18,8 +19,9 @@
  */
 import type { FastifyBaseLogger } from 'fastify'
 import type { Requests, UnfinishedRow } from '../../db/requests.js'
-import type { DumpImages } from '../../db/dump-images.js'
-import type { StorageLayout } from '../../lib/storage-layout.js'
+import type { DumpImages, RecordedOutcome } from '../../db/dump-images.js'
+import type { ObjectStore } from '../../lib/object-store/contract.js'
+import { dumpPrefix, imageIdOfKey } from '../../lib/storage-layout.js'
 import type { ItemResult } from '../../schemas/dump.js'
 import { serializeDocument } from '../content-negotiation/xml-writer.js'
 import type { DumpRun, DumpRunner } from './dump-run.js'
@@ -28,7 +30,7 @@ import { completionOf, finalRecord, interrupt, readRecord, withOutcomes } from '
 export interface ResumerOptions {
   requests: Requests
   dumpImages: DumpImages
-  storage: StorageLayout
+  store: ObjectStore
   runner: DumpRunner
   log: FastifyBaseLogger
   /** resumptions of one dump after which it is completed as interrupted instead */
@@ -50,7 +52,28 @@ function itemsOf (row: StaleRow): ItemResult[] | undefined {
 }
 
 export function createResumer (options: ResumerOptions) {
-  const { requests, dumpImages, storage, runner, log } = options
+  const { requests, dumpImages, store, runner, log } = options
+
+  /**
+   * Removes what a stopped run left of a dump: its temporary pieces, and every object of
+   * its folder that no recorded success holds (its own key in its row, or, for rows from
+   * before keys were recorded, its image id). The object of a recorded success whose bytes
+   * turned out to be stored already was removed when it was recorded.
+   */
+  async function keepRecorded (userid: number, requestId: number, outcomes: Map<number, RecordedOutcome>): Promise<void> {
+    const prefix = dumpPrefix(userid, requestId)
+    if (prefix === null) return
+    await store.sweepTemporary(prefix)
+    const { keys, unkeyed } = await dumpImages.recordedObjects(requestId)
+    const leftover: string[] = []
+    for await (const key of store.list(prefix)) {
+      if (keys.has(key)) continue
+      const imageId = imageIdOfKey(key)
+      if (unkeyed.has(imageId) && outcomes.get(imageId)?.status === 'SUCCESS') continue
+      leftover.push(key)
+    }
+    if (leftover.length > 0) await store.remove(leftover)
+  }
   const tasks = new Set<Promise<void>>()
 
   /** Completes a dump that cannot be resumed: its pending images INTERRUPTED, the recorded ones kept. */
@@ -68,9 +91,8 @@ export function createResumer (options: ResumerOptions) {
 
   async function resume (row: StaleRow, run: DumpRun): Promise<void> {
     const outcomes = await dumpImages.outcomes(row.id)
-    const succeeded = [...outcomes].filter(([, outcome]) => outcome.status === 'SUCCESS').map(([imageId]) => imageId)
     // the row is held by this run now: whatever the stopped run left unrecorded goes
-    await storage.keepOnly(row.userid, row.id, succeeded)
+    await keepRecorded(row.userid, row.id, outcomes)
     const admitted = itemsOf(row)
     const items = admitted === undefined ? undefined : withOutcomes(admitted, outcomes)
     if (items === undefined) return await close(row, run, undefined, 'its admission record cannot be read')

@@ -71,8 +71,8 @@ for (const engine of enginesUnderTest(t)) {
     t.test('an image whose URL was downloaded for another is recorded with the image that holds its file', async (t) => {
       const id = await admit()
       t.equal(await dumpImages.record(id, 0, [success(1), success(2), success(3)], new Map([[3, 1]])), 'recorded')
-      t.same(await dumpImages.storedImage(id, 3), { status: 'SUCCESS', file: 1 }, 'served from the file of image 1')
-      t.same(await dumpImages.storedImage(id, 2), { status: 'SUCCESS', file: 2 }, 'an image of its own')
+      t.same(await dumpImages.storedImage(id, 3), { status: 'SUCCESS', file: 1, sha256: 'ab'.repeat(32), contentType: 'image/png' }, 'served from the file of image 1')
+      t.same(await dumpImages.storedImage(id, 2), { status: 'SUCCESS', file: 2, sha256: 'ab'.repeat(32), contentType: 'image/png' }, 'an image of its own')
       t.equal(await dumpImages.storedImage(id, 4), undefined, 'no outcome yet')
       t.same((await dumpImages.outcomes(id)).get(3), { status: 'SUCCESS', location: '/v1/dumps/1/images/3', contentType: 'image/png', bytes: 30, sha256: 'ab'.repeat(32) }, 'the outcome shows nothing of it')
     })

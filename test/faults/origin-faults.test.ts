@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { buildTestApp, login, sampleUsers } from '../helpers/app.js'
-import { filesUnder, postDump } from '../helpers/dumps.js'
+import { filesUnder, postDump, storedKeyOf, storedKeys } from '../helpers/dumps.js'
 import { makePng } from '../helpers/images.js'
 import { startOrigin } from '../helpers/origin.js'
 
@@ -56,7 +56,7 @@ t.test('one dump mixing good images with resets, stalls and truncations', async 
   })
   const responses = await Promise.all(runs.map((r, i) => postDump(app, token, i === 0 ? 'json' : 'xml', r.items, { accept: 'application/json' })))
 
-  const expectedFiles: string[] = []
+  const expectedFiles = new Set<string>()
   for (const [i, response] of responses.entries()) {
     const { run, expected } = runs[i]!
     t.equal(response.statusCode, 200, `dump ${run} is answered`)
@@ -69,14 +69,18 @@ t.test('one dump mixing good images with resets, stalls and truncations', async 
       if (want.status === 'SUCCESS') {
         t.match(image, { status: 'SUCCESS', bytes: want.png.length, sha256: sha256(want.png) }, `${run}: ${want.path} succeeds`)
         if (image.status !== 'SUCCESS') continue
-        const file = `${userid}/${answer.requestId}/${image.imageId}.png`
-        expectedFiles.push(file)
+        // the same bytes in both dumps are stored once: in whichever dump recorded them first
+        const file = (await storedKeyOf(app, answer.requestId, image.imageId))!
+        t.match(file, new RegExp(`^${userid}/\\d+/\\d+\\.png$`), `${run}: ${want.path} is stored in a dump's folder`)
+        expectedFiles.add(file)
         t.equal(sha256(await readFile(join(storageDir, file))), sha256(want.png), `${run}: ${file} holds its bytes`)
       } else {
         t.match(image, { status: 'FAILURE', error: want.error }, `${run}: ${want.path} fails with ${JSON.stringify(want.error)}`)
       }
     }
   }
-  t.same(await filesUnder(storageDir), expectedFiles.sort(), 'the storage holds the good images only: no .part, nothing partial')
+  t.same(await filesUnder(storageDir), [...expectedFiles].sort(), 'the storage holds the good images only: no .part, nothing partial')
+  t.equal(expectedFiles.size, 12, 'each of the 12 distinct good images once')
+  t.same(await storedKeys(app), [...expectedFiles].sort(), 'and every object is one a success points at')
   t.equal((await app.inject({ method: 'GET', url: '/health' })).statusCode, 200, 'the service is fine afterwards')
 })

@@ -59,3 +59,22 @@ export async function countRows (app: FastifyInstance): Promise<number> {
   const row = await app.persistence.db.selectFrom('requests').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow()
   return Number(row.n)
 }
+
+/**
+ * The keys of the objects the recorded successes point at (identical bytes are stored once
+ * per user, so several images, of one dump or of several, may share one), sorted; of one
+ * dump, or of every dump with no `requestId`.
+ */
+export async function storedKeys (app: FastifyInstance, requestId?: number): Promise<string[]> {
+  let query = app.persistence.db.selectFrom('dump_images').select('object_key').distinct()
+    .where('status', '=', 'SUCCESS').where('object_key', 'is not', null)
+  if (requestId !== undefined) query = query.where('request_id', '=', requestId)
+  return (await query.execute()).map((row) => row.object_key!).sort()
+}
+
+/** The key of the object one image's recorded success points at. */
+export async function storedKeyOf (app: FastifyInstance, requestId: number, imageId: number): Promise<string | undefined> {
+  const row = await app.persistence.db.selectFrom('dump_images').select('object_key')
+    .where('request_id', '=', requestId).where('image_id', '=', imageId).executeTakeFirst()
+  return row?.object_key ?? undefined
+}

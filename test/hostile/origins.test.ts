@@ -16,7 +16,7 @@
  */
 import t from 'tap'
 import { makePng } from '../helpers/images.js'
-import { filesUnder } from '../helpers/dumps.js'
+import { filesUnder, storedKeys } from '../helpers/dumps.js'
 import { startOrigin } from '../helpers/origin.js'
 import { Sandbox, assertStillStanding, hostileTarget, runCases, runCasesTogether, startRawOrigin, type HostileCase, type RawScript } from './harness.js'
 
@@ -141,7 +141,9 @@ t.test('through the whole service, ALLOW_PRIVATE_NETWORKS=true', async (t) => {
   t.test('afterwards', async (t) => {
     const successes = cases.filter((c) => c.expected.status === 200 && c.expected.images[0] === 'SUCCESS').length
     const stored = await filesUnder(target.storageDir)
-    t.equal(stored.length, successes, 'only the successes are on disk')
+    // identical bytes are stored once per user: one object per distinct success
+    t.same(stored, await storedKeys(target.app), 'only the successes are on disk, each object one a success points at')
+    t.ok(stored.length >= 1 && stored.length <= successes, `at most one object per success (${stored.length} for ${successes})`)
     t.ok(stored.every((file) => file.endsWith('.png')), `and they are PNGs: ${stored.join(', ')}`)
     t.notOk(origin.requestHeaders.some((headers) => 'x-injected' in headers), 'no header was injected through the URL')
     t.same(warnings, [], 'no process warning (e.g. MaxListenersExceededWarning)')

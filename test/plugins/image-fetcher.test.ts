@@ -597,7 +597,7 @@ t.test('a FetchGroup stops its own downloads, in flight and queued, and no other
   const other = fetcher.fetchImage(origin.url('/held/group/png/2'), target('2'))
   const queued = fetcher.fetchImage(origin.url('/png/3'), target('3'), group)
   await origin.waitForRequests(2)
-  for (const deadline = Date.now() + 5000; !(await filesUnder(storageDir)).includes('1/42/1.part');) {
+  for (const deadline = Date.now() + 5000; !(await filesUnder(storageDir)).includes('1/42/1.png.part');) {
     if (Date.now() > deadline) throw new Error('the stalled download wrote nothing')
     await new Promise((resolve) => setTimeout(resolve, 10))
   }
