@@ -22,6 +22,7 @@ import loadShedding, { shedsLoad } from './plugins/load-shedding.js'
 import metrics from './plugins/metrics.js'
 import metricsRoutes from './routes/metrics.js'
 import { packageInfo } from './lib/package-info.js'
+import { createObjectStore } from './lib/object-store/create-store.js'
 import { createFileStore } from './lib/object-store/file-store.js'
 import webPage from './routes/web-page.js'
 
@@ -85,9 +86,10 @@ async function serviceRoutes (scope: FastifyInstance, { config, docs = true, met
  */
 async function imageDump (fastify: FastifyInstance, options: ImageDumpOptions): Promise<void> {
   const { config, worker = false } = options
-  // one store for the fetcher, the image route and retention; closed once everything else is
-  // (onClose hooks run last-in first, and this one is added first)
-  const store = createFileStore(config.storageDir)
+  // one store (STORAGE_URL: a folder, or a bucket) for the fetcher, the image route,
+  // resume and retention; closed once everything else is (onClose hooks run last-in
+  // first, and this one is added first)
+  const store = await createObjectStore(config.storage, { createFileStore })
   fastify.addHook('onClose', async () => { await store.close() })
   await fastify.register(persistence, { databaseUrl: config.databaseUrl, migrate: !worker })
   await fastify.register(users, { usersFile: worker ? undefined : config.usersFile, plans: Object.keys(config.plans) })
