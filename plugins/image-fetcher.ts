@@ -300,6 +300,16 @@ export function createImageFetcher (options: ImageFetcherOptions) {
       return () => { listeners.delete(listener) }
     },
 
+    /**
+     * The memory budget as it stands: the limit, what the downloads in flight reserve now
+     * and the most they reserved at once, how many are in flight, and how many wait (to
+     * start, or to grow once their headers said they are large).
+     */
+    get memory () {
+      const { arrivals, growers } = budget.waiting
+      return { limitBytes: budget.limitBytes, reservedBytes: budget.usedBytes, peakReservedBytes: budget.peakBytes, inFlight: budget.holders, queued: arrivals, waitingToGrow: growers }
+    },
+
     /** Aborts queued and in-flight downloads (INTERRUPTED), waits for their cleanup, closes all connections. */
     close (): Promise<void> {
       closed ??= (async () => {

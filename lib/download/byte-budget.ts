@@ -47,6 +47,7 @@ interface LeaseState extends Lease {
 
 export function createByteBudget (limitBytes: number, maxHolders: number) {
   let used = 0
+  let peak = 0
   let holders = 0
   // holders waiting to grow: they cannot free anything until they are let through
   let stuck = 0
@@ -60,6 +61,7 @@ export function createByteBudget (limitBytes: number, maxHolders: number) {
     waiter.signal?.removeEventListener('abort', waiter.onAbort!)
     const { lease } = waiter
     used += waiter.bytes - lease.held
+    peak = Math.max(peak, used)
     lease.held = waiter.bytes
     waiter.resolve()
   }
@@ -121,6 +123,7 @@ export function createByteBudget (limitBytes: number, maxHolders: number) {
         if (want <= lease.held || (growers.length === 0 && used - lease.held + want <= limitBytes)) {
           const shrinks = want < lease.held
           used += want - lease.held
+          peak = Math.max(peak, used)
           lease.held = want
           if (shrinks) pump()
           return Promise.resolve()
@@ -153,6 +156,7 @@ export function createByteBudget (limitBytes: number, maxHolders: number) {
       if (arrivals.length === 0 && growers.length === 0 && holders < maxHolders && used + want <= limitBytes) {
         holders++
         used += want
+        peak = Math.max(peak, used)
         lease.held = want
         return Promise.resolve(lease)
       }
@@ -174,6 +178,8 @@ export function createByteBudget (limitBytes: number, maxHolders: number) {
     get holders (): number { return holders },
     /** bytes reserved right now */
     get usedBytes (): number { return used },
+    /** the most bytes reserved at once so far */
+    get peakBytes (): number { return peak },
     /** downloads waiting to start, and waiting to grow */
     get waiting (): { arrivals: number, growers: number } { return { arrivals: arrivals.length, growers: growers.length } },
     limitBytes,
