@@ -111,7 +111,9 @@ export const defaults: Config = {
   downloadConcurrency: 256,
   // the same as downloadConcurrency; an unset DOWNLOAD_PER_HOST follows DOWNLOAD_CONCURRENCY
   downloadPerHost: 256,
-  downloadMemoryBytes: 16 * 1024 * 1024,
+  // BENCHMARKS.md, Knobs: what more or less costs in memory and time
+  // BENCHMARKS.md, Knobs: what more or less costs in memory and time
+  downloadMemoryBytes: 4 * 1024 * 1024,
   maxImageBytes: 25 * 1024 * 1024,
   maxItems: 5_000,
   maxImages: 20_000,

@@ -14,13 +14,13 @@
  * file names come from lib/storage-layout.ts.
  *
  * Memory, not a slot count, is what limits downloads in flight (`memoryBytes`): a download
- * reserves START_RESERVATION_BYTES when it leaves the queue (what undici buffers of a
- * response nobody reads yet), then, once the headers say how large the image is, its
- * Content-Length or IMAGE_HOLD_BYTES, whichever is smaller (IMAGE_HOLD_BYTES when the length
- * is not given): the most it ever holds in memory, since the body is written in batches.
- * Small images thus give most of their reservation back at their headers and hundreds run
- * at once, up to `concurrency`; images larger than IMAGE_HOLD_BYTES take the budget in turn.
- * A download waiting to grow reads nothing (undici stops reading its socket) and its
+ * reserves START_RESERVATION_BYTES when it leaves the queue (a request waiting for its
+ * answer holds little more than its socket), then, once the headers say how large the
+ * image is, its Content-Length or IMAGE_HOLD_BYTES, whichever is smaller (IMAGE_HOLD_BYTES
+ * when the length is not given): the most it ever holds, since the body is written in
+ * batches. Hundreds of slow or small images thus run at once, up to `concurrency`, while
+ * images larger than IMAGE_HOLD_BYTES take the budget in turn. A download waiting to grow
+ * reads nothing more (undici stops reading its socket once it has buffered 64 KiB) and its
  * deadline does not run meanwhile (lib/download/deadline.ts).
  *
  * close() aborts queued and in-flight downloads (they end as INTERRUPTED, their temporary
@@ -52,7 +52,7 @@ export interface ImageFetcherOptions {
   concurrency: number
   /**
    * bytes of responses the images in flight may hold in memory between them [DEFAULT_MEMORY_BYTES,
-   * 16 MiB]: each reserves the smaller of its size and IMAGE_HOLD_BYTES; an image waits
+   * 4 MiB]: each reserves the smaller of its size and IMAGE_HOLD_BYTES; an image waits
    * (outside its deadline) until its share is free. Never too small to let one image through.
    */
   memoryBytes?: number
@@ -117,9 +117,13 @@ export class FetchGroup {
 const DEFAULT_MAX_REDIRECTS = 5
 const DEFAULT_RETRIES = 2
 const DEFAULT_USER_AGENT = 'image-dump/0.1'
-export const DEFAULT_MEMORY_BYTES = 16 * 1024 * 1024
-/** What a download reserves before its headers: undici's buffer of a response not read yet (its highWaterMark). */
-export const START_RESERVATION_BYTES = 64 * 1024
+export const DEFAULT_MEMORY_BYTES = 4 * 1024 * 1024
+/**
+ * What a download reserves before its headers: its request, socket and parser. The headers
+ * resize it at once; a download that then waits to grow may hold up to undici's buffer of
+ * an unread response (64 KiB, its highWaterMark) meanwhile.
+ */
+export const START_RESERVATION_BYTES = 16 * 1024
 /**
  * The most one download holds in memory: write-image.ts's batch of 128 KiB, the chunk that
  * crossed it (undici's chunks are at most 64 KiB) and what undici buffers meanwhile (64 KiB).

@@ -68,23 +68,25 @@ t.test('with the service defaults, 200 images an origin answers slowly are all i
   t.equal(origin.maxInFlight, 200, 'every request was open at the origin at the same time')
 })
 
-t.test('small images give back their reservation at their headers, so more run at once than the start reservations allow', async (t) => {
-  const memoryBytes = 1024 * KIB
-  t.equal(memoryBytes / START_RESERVATION_BYTES, 16, 'room for 16 downloads before any headers')
+t.test('a small image reserves its own size, so many more run at once than larger ones could', async (t) => {
+  const memoryBytes = 16 * IMAGE_HOLD_BYTES
   const h = await harness(t, { memoryBytes, concurrency: 100 })
-  // headers and Content-Length at once, then the body over 2 s
+  const waitingAtEnds: number[] = []
+  t.teardown(h.fetcher.observe(() => { waitingAtEnds.push(h.fetcher.memory.waitingToGrow) }))
+  // headers and Content-Length at once, then a body of a few hundred bytes over 2 s
   const outcomes = await Promise.all(Array.from({ length: 40 }, (_, i) => h.fetch(`/slow?ms=2000&length=1&n=${i}`, String(i))))
   t.same(statuses(outcomes), Array(40).fill('SUCCESS'))
   t.equal(origin.maxInFlight, 40, 'all 40 slow bodies were open at once')
-  t.ok(h.fetcher.memory.peakReservedBytes <= memoryBytes, `never more than the budget reserved (peak ${h.fetcher.memory.peakReservedBytes})`)
+  t.same(waitingAtEnds, Array(40).fill(0), 'none waited for memory, where only 16 of unknown length would have fit')
+  const size = makePng(1).length
+  t.ok(h.fetcher.memory.peakReservedBytes <= 40 * Math.max(size + 100, START_RESERVATION_BYTES), `each reserved about its own size (peak ${h.fetcher.memory.peakReservedBytes})`)
 })
 
 t.test('images larger than what one download holds take the budget in turn', async (t) => {
   const memoryBytes = 1024 * KIB
   const h = await harness(t, { memoryBytes, concurrency: 16 })
   const waitingAtFirstEnd: number[] = []
-  const stop = h.fetcher.observe(() => { waitingAtFirstEnd.push(h.fetcher.memory.waitingToGrow) })
-  t.teardown(stop)
+  t.teardown(h.fetcher.observe(() => { waitingAtFirstEnd.push(h.fetcher.memory.waitingToGrow) }))
   const size = 2 * 1024 * KIB
   const outcomes = await Promise.all(Array.from({ length: 8 }, (_, i) => h.fetch(`/png/${i}?bytes=${size}`, String(i))))
   t.same(statuses(outcomes), Array(8).fill('SUCCESS'))
@@ -98,15 +100,15 @@ t.test('images larger than what one download holds take the budget in turn', asy
 })
 
 t.test('an image larger than the whole budget still proceeds, alone', async (t) => {
-  const h = await harness(t, { memoryBytes: 32 * KIB, concurrency: 8 })
+  const h = await harness(t, { memoryBytes: START_RESERVATION_BYTES, concurrency: 8 })
   const outcomes = await Promise.all(Array.from({ length: 3 }, (_, i) => h.fetch(`/png/${i}?bytes=500000`, String(i))))
   t.same(statuses(outcomes), Array(3).fill('SUCCESS'))
   t.equal(origin.maxInFlight, 1, 'one at a time at the origin')
 })
 
 t.test('when every download in flight waits to grow, the oldest goes on: no deadlock', async (t) => {
-  // 200 KiB: three start reservations fill it, and each then asks for the whole budget
-  const h = await harness(t, { memoryBytes: 200 * KIB, concurrency: 8, timeoutMs: 5000 })
+  // three start reservations fill it, and each then asks for the whole budget
+  const h = await harness(t, { memoryBytes: 3 * START_RESERVATION_BYTES, concurrency: 8, timeoutMs: 5000 })
   const outcomes = await Promise.all(Array.from({ length: 6 }, (_, i) => h.fetch(`/png/${i}?bytes=500000`, String(i))))
   t.same(statuses(outcomes), Array(6).fill('SUCCESS'))
 })
@@ -163,6 +165,6 @@ t.test('memoryBytes is validated at creation', async (t) => {
     t.throws(() => createImageFetcher({ ...base, memoryBytes }), TypeError, String(memoryBytes))
   }
   const fetcher = createImageFetcher(base)
-  t.equal(fetcher.memory.limitBytes, 16 * 1024 * KIB, 'unset: 16 MiB')
+  t.equal(fetcher.memory.limitBytes, 4 * 1024 * KIB, 'unset: 4 MiB')
   await fetcher.close()
 })
