@@ -101,6 +101,7 @@ async function imageDump (fastify: FastifyInstance, options: ImageDumpOptions): 
     timeoutMs: config.downloadTimeoutMs,
     concurrency: config.downloadConcurrency,
     perHost: config.downloadPerHost,
+    memoryBytes: config.downloadMemoryBytes,
     maxImageBytes: config.maxImageBytes,
     allowPrivateNetworks: config.allowPrivateNetworks
   })

@@ -22,6 +22,7 @@ export const EnvSchema = Type.Object({
   DOWNLOAD_TIMEOUT_MS: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,8}$', description: 'a positive number of milliseconds' })),
   DOWNLOAD_CONCURRENCY: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,4}$', description: 'a positive integer' })),
   DOWNLOAD_PER_HOST: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,4}$', description: 'a positive integer' })),
+  DOWNLOAD_MEMORY_BYTES: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,11}$', description: 'a positive number of bytes' })),
   MAX_IMAGE_BYTES: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,11}$', description: 'a positive number of bytes' })),
   MAX_ITEMS: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,6}$', description: 'a positive integer' })),
   MAX_IMAGES: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,6}$', description: 'a positive integer' })),
@@ -60,6 +61,8 @@ export interface Config {
   downloadTimeoutMs: number
   downloadConcurrency: number
   downloadPerHost: number
+  /** bytes of responses the downloads in flight may hold in memory between them (plugins/image-fetcher.ts) */
+  downloadMemoryBytes: number
   maxImageBytes: number
   maxItems: number
   maxImages: number
@@ -131,9 +134,14 @@ export const defaults: Config = {
   tokenExpirySeconds: 1200,
   allowPrivateNetworks: false,
   downloadTimeoutMs: 30_000,
-  downloadConcurrency: 64,
+  // Memory, not this count, limits large images (downloadMemoryBytes); the count only has to
+  // be high enough that slow small images from one origin do not wait in waves (P2).
+  downloadConcurrency: 256,
   // the same as downloadConcurrency; an unset DOWNLOAD_PER_HOST follows DOWNLOAD_CONCURRENCY
-  downloadPerHost: 64,
+  downloadPerHost: 256,
+  // BENCHMARKS.md, Knobs: what more or less costs in memory and time
+  // BENCHMARKS.md, Knobs: what more or less costs in memory and time
+  downloadMemoryBytes: 4 * 1024 * 1024,
   maxImageBytes: 25 * 1024 * 1024,
   maxItems: 5_000,
   maxImages: 20_000,
@@ -220,6 +228,7 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     // Unset, the per-host limit follows DOWNLOAD_CONCURRENCY, so it is not the binding limit
     // when a whole batch comes from one CDN (BENCHMARKS.md, P1 and P2).
     downloadPerHost: int('DOWNLOAD_PER_HOST', e.DOWNLOAD_CONCURRENCY === undefined ? defaults.downloadPerHost : int('DOWNLOAD_CONCURRENCY', 0)),
+    downloadMemoryBytes: int('DOWNLOAD_MEMORY_BYTES', defaults.downloadMemoryBytes),
     maxImageBytes: int('MAX_IMAGE_BYTES', defaults.maxImageBytes),
     maxItems: int('MAX_ITEMS', defaults.maxItems),
     maxImages: int('MAX_IMAGES', defaults.maxImages),

@@ -29,7 +29,7 @@ import { formatProfile, summarizeProfile } from './lib/cpuprofile.js'
 import { curlVersion, findCurl } from './lib/curl.js'
 import { describeMachine } from './lib/machine.js'
 import { startOrigins } from './lib/origins.js'
-import { BASE_ENV, jsonBatch, ROOT, serverBuild, staleBuildWarning, useServerBuild } from './lib/service.js'
+import { BASE_ENV, jsonBatch, ROOT, SERVER_JS, serverBuild, staleBuildWarning, startCommand, useServerBuild } from './lib/service.js'
 import { storageRoots } from './lib/storage.js'
 import { throughput } from './scenarios/p1-throughput.js'
 import { workers } from './scenarios/p1w-workers.js'
@@ -96,7 +96,7 @@ function report (sections: Section[], ctx: Context, curlLine: string, command: s
     `| Node.js | ${machine.node} |`,
     `| commit | ${machine.commit} |`,
     server === undefined
-      ? `| service | \`node dist/server.js\` (built by \`npm run build\`), SQLite, a fresh process tree per run; ${Object.entries(serviceEnv).map(([k, v]) => `\`${k}=${v}\``).join(', ')}; everything else at its default (\`WORKERS=${defaults.workers}\` here: ${defaults.workers === 1 ? 'one process' : `a supervisor and ${defaults.workers} workers, memory and CPU summed over them all`}, \`DOWNLOAD_CONCURRENCY=${defaults.downloadConcurrency}\`, \`DOWNLOAD_PER_HOST=${defaults.downloadPerHost}\`, \`DOWNLOAD_TIMEOUT_MS=${defaults.downloadTimeoutMs}\`, \`MAX_IMAGE_BYTES=${defaults.maxImageBytes}\`) unless a figure says otherwise |`
+      ? `| service | as \`npm start\` runs it: \`${startCommand(SERVER_JS).script}\` (built by \`npm run build\`), SQLite, a fresh process tree per run; ${Object.entries(serviceEnv).map(([k, v]) => `\`${k}=${v}\``).join(', ')}; everything else at its default (\`WORKERS=${defaults.workers}\` here: ${defaults.workers === 1 ? 'one process' : `a supervisor and ${defaults.workers} workers, memory and CPU summed over them all`}, \`DOWNLOAD_CONCURRENCY=${defaults.downloadConcurrency}\`, \`DOWNLOAD_PER_HOST=${defaults.downloadPerHost}\`, \`DOWNLOAD_MEMORY_BYTES=${defaults.downloadMemoryBytes}\`, \`DOWNLOAD_TIMEOUT_MS=${defaults.downloadTimeoutMs}\`, \`MAX_IMAGE_BYTES=${defaults.maxImageBytes}\`) unless a figure says otherwise |`
       : `| service | \`node ${server}\` (another build, \`--server\`; its own defaults), SQLite, one process per run; ${Object.entries(serviceEnv).map(([k, v]) => `\`${k}=${v}\``).join(', ')} |`,
     `| static origin | ${ctx.origins.description}${ctx.origins.fallbackReason === undefined ? '' : ` (**${ctx.origins.fallbackReason}**)`} |`,
     `| baseline | ${curlLine} |`,

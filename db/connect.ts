@@ -1,9 +1,14 @@
 import { mkdirSync } from 'node:fs'
+import { createRequire } from 'node:module'
 import { dirname, resolve } from 'node:path'
 import { Kysely, MysqlDialect, SqliteDialect } from 'kysely'
 import SQLite from 'better-sqlite3'
-import { createPool } from 'mysql2'
+import type * as Mysql2 from 'mysql2'
 import type { Database, Engine } from './schema.js'
+
+// mysql2 is loaded only for a mysql:// URL: on SQLite its code would take about 16 MiB of
+// the process for nothing (BENCHMARKS.md, P3). A synchronous require keeps connect() synchronous.
+const requireModule = createRequire(import.meta.url)
 
 export interface Connection {
   db: Kysely<Database>
@@ -16,6 +21,7 @@ export interface Connection {
  */
 export function connect (url: string, options: { poolSize?: number } = {}): Connection {
   if (url.startsWith('mysql://')) {
+    const { createPool } = requireModule('mysql2') as typeof Mysql2
     const pool = createPool({
       uri: url,
       connectionLimit: options.poolSize ?? 10,

@@ -10,8 +10,18 @@
  * It composes the parts in lib/download/, each of which documents its own decisions:
  * image-url.ts (which URLs), guarded-connector.ts (the SSRF guard), download.ts (redirects,
  * retries, the one deadline), write-image.ts (sniffing, hashing, limits, into an
- * ObjectSink), download-errors.ts (what each failure is called), semaphore.ts (the
- * concurrency limit); keys come from lib/storage-layout.ts.
+ * ObjectSink), download-errors.ts (what each failure is called), byte-budget.ts (how many
+ * downloads and how much memory); keys come from lib/storage-layout.ts.
+ *
+ * Memory, not a slot count, is what limits downloads in flight (`memoryBytes`): a download
+ * reserves START_RESERVATION_BYTES when it leaves the queue (a request waiting for its
+ * answer holds little more than its socket), then, once the headers say how large the
+ * image is, its Content-Length or IMAGE_HOLD_BYTES, whichever is smaller (IMAGE_HOLD_BYTES
+ * when the length is not given): the most it ever holds, since the body is written in
+ * batches. Hundreds of slow or small images thus run at once, up to `concurrency`, while
+ * images larger than IMAGE_HOLD_BYTES take the budget in turn. A download waiting to grow
+ * reads nothing more (undici stops reading its socket once it has buffered 64 KiB) and its
+ * deadline does not run meanwhile (lib/download/deadline.ts).
  *
  * close() aborts queued and in-flight downloads (they end as INTERRUPTED, their unfinished
  * objects aborted), then destroys the Agent. In a Fastify app it runs from onClose, after
@@ -25,8 +35,9 @@ import { createDownloader } from '../lib/download/download.js'
 import { FetchFailure, Interrupted, failure } from '../lib/download/download-errors.js'
 import { createGuardedConnector } from '../lib/download/guarded-connector.js'
 import { checkAddress, parseImageUrl } from '../lib/download/image-url.js'
-import { createSemaphore } from '../lib/download/semaphore.js'
-import { createImageWriter } from '../lib/download/write-image.js'
+import { createByteBudget, type Lease } from '../lib/download/byte-budget.js'
+import type { Deadline } from '../lib/download/deadline.js'
+import { createImageWriter, type ResponseBody } from '../lib/download/write-image.js'
 import path from 'node:path'
 import { UnsafeObjectKeyError } from '../lib/object-store/contract.js'
 import { storeFromOptions, type StoreOptions } from '../lib/object-store/from-options.js'
@@ -44,6 +55,12 @@ export interface ImageFetcherOptions extends StoreOptions {
   timeoutMs: number
   /** at most this many images in flight at once for this fetcher (waiting in the queue does not consume the deadline) */
   concurrency: number
+  /**
+   * bytes of responses the images in flight may hold in memory between them [DEFAULT_MEMORY_BYTES,
+   * 4 MiB]: each reserves the smaller of its size and IMAGE_HOLD_BYTES; an image waits
+   * (outside its deadline) until its share is free. Never too small to let one image through.
+   */
+  memoryBytes?: number
   /** connections per origin (undici Agent `connections`) */
   perHost: number
   /** largest image kept; enforced from Content-Length and while streaming */
@@ -106,6 +123,18 @@ export class FetchGroup {
 const DEFAULT_MAX_REDIRECTS = 5
 const DEFAULT_RETRIES = 2
 const DEFAULT_USER_AGENT = 'image-dump/0.1'
+export const DEFAULT_MEMORY_BYTES = 4 * 1024 * 1024
+/**
+ * What a download reserves before its headers: its request, socket and parser. The headers
+ * resize it at once; a download that then waits to grow may hold up to undici's buffer of
+ * an unread response (64 KiB, its highWaterMark) meanwhile.
+ */
+export const START_RESERVATION_BYTES = 16 * 1024
+/**
+ * The most one download holds in memory: write-image.ts's batch of 128 KiB, the chunk that
+ * crossed it (undici's chunks are at most 64 KiB) and what undici buffers meanwhile (64 KiB).
+ */
+export const IMAGE_HOLD_BYTES = 256 * 1024
 
 function positiveInteger (name: string, value: unknown): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) {
@@ -145,7 +174,9 @@ export function createImageFetcher (options: ImageFetcherOptions) {
   const perHost = positiveInteger('perHost', options.perHost)
   const maxRedirects = nonNegativeInteger('maxRedirects', options.maxRedirects ?? DEFAULT_MAX_REDIRECTS)
   const retries = nonNegativeInteger('retries', options.retries ?? DEFAULT_RETRIES)
-  const semaphore = createSemaphore(positiveInteger('concurrency', options.concurrency))
+  const budget = createByteBudget(
+    positiveInteger('memoryBytes', options.memoryBytes ?? DEFAULT_MEMORY_BYTES),
+    positiveInteger('concurrency', options.concurrency))
   const blocked = options.allowPrivateNetworks ? null : (options.blockedAddress ?? isBlockedAddress)
 
   const agent = new Agent({
@@ -166,8 +197,39 @@ export function createImageFetcher (options: ImageFetcherOptions) {
       // Never decompress: what is stored and hashed is exactly what the origin sent.
       'accept-encoding': 'identity'
     },
-    writeImage: createImageWriter(store, maxImageBytes)
+    writeImage: reserveThenWrite
   })
+
+  // The lease of each download in flight, by its controller's signal: the one thing
+  // download.ts hands the writer that identifies the download.
+  const leases = new WeakMap<AbortSignal, Lease>()
+  const writeImage = createImageWriter(store, maxImageBytes)
+
+  /** Sizes the download's reservation from its headers, waiting for memory if it must grow, then writes. */
+  async function reserveThenWrite (body: ResponseBody, declaredBytes: number, target: StorageTarget, signal: AbortSignal, deadline: Deadline) {
+    const lease = leases.get(signal)
+    const known = Number.isFinite(declaredBytes) && declaredBytes >= 0
+    // an image over the limit is refused by the writer before a byte is read: nothing to reserve
+    if (lease !== undefined && !(known && declaredBytes > maxImageBytes)) {
+      const want = known ? Math.min(declaredBytes, IMAGE_HOLD_BYTES) : IMAGE_HOLD_BYTES
+      if (want <= lease.bytes) {
+        await lease.resize(want)
+      } else {
+        deadline.pause()
+        try {
+          await lease.resize(want, signal)
+        } catch (err) {
+          // close(), the group or a dump's stop: the response is dropped unread
+          body.on('error', () => {})
+          body.destroy()
+          throw err
+        } finally {
+          deadline.resume()
+        }
+      }
+    }
+    return await writeImage(body, declaredBytes, target, signal)
+  }
 
   // close() sets `closing`, rejects the queue and aborts every controller in `inFlight`:
   // queued and in-flight downloads end as INTERRUPTED. A set rather than a listener per
@@ -209,12 +271,14 @@ export function createImageFetcher (options: ImageFetcherOptions) {
       const resolved = resolveTarget(target)
       const url = parseImageUrl(rawUrl)
       checkAddress(url, blocked)
+      let lease: Lease
       try {
-        await semaphore.acquire()
+        lease = await budget.acquire(START_RESERVATION_BYTES)
       } catch {
         throw failure('INTERRUPTED', 'the service stopped before the download started')
       }
       const controller = new AbortController()
+      leases.set(controller.signal, lease)
       // close() or the group's abort() may have run while this waited for a slot
       if (stopped(group)) controller.abort(new Interrupted())
       else {
@@ -228,7 +292,7 @@ export function createImageFetcher (options: ImageFetcherOptions) {
       } finally {
         inFlight.delete(controller)
         group?.track(controller, false)
-        semaphore.release()
+        lease.release()
       }
     } catch (err) {
       if (err instanceof FetchFailure) return { status: 'FAILURE', error: err.error }
@@ -263,11 +327,21 @@ export function createImageFetcher (options: ImageFetcherOptions) {
       return () => { listeners.delete(listener) }
     },
 
+    /**
+     * The memory budget as it stands: the limit, what the downloads in flight reserve now
+     * and the most they reserved at once, how many are in flight, and how many wait (to
+     * start, or to grow once their headers said they are large).
+     */
+    get memory () {
+      const { arrivals, growers } = budget.waiting
+      return { limitBytes: budget.limitBytes, reservedBytes: budget.usedBytes, peakReservedBytes: budget.peakBytes, inFlight: budget.holders, queued: arrivals, waitingToGrow: growers }
+    },
+
     /** Aborts queued and in-flight downloads (INTERRUPTED), waits for their cleanup, closes all connections. */
     close (): Promise<void> {
       closed ??= (async () => {
         closing = true
-        semaphore.rejectAll(new Interrupted())
+        budget.rejectAll(new Interrupted())
         for (const controller of inFlight) controller.abort(new Interrupted())
         await Promise.allSettled([...pending])
         await agent.destroy()

@@ -19,6 +19,7 @@ t.test('every variable is read and converted', async (t) => {
     DOWNLOAD_TIMEOUT_MS: '5000',
     DOWNLOAD_CONCURRENCY: '8',
     DOWNLOAD_PER_HOST: '4',
+    DOWNLOAD_MEMORY_BYTES: '1048576',
     MAX_IMAGE_BYTES: '1000',
     MAX_ITEMS: '10',
     MAX_IMAGES: '20',
@@ -37,6 +38,7 @@ t.test('every variable is read and converted', async (t) => {
     downloadTimeoutMs: 5000,
     downloadConcurrency: 8,
     downloadPerHost: 4,
+    downloadMemoryBytes: 1048576,
     maxImageBytes: 1000,
     maxItems: 10,
     maxImages: 20,
@@ -56,6 +58,8 @@ t.test('a bad value stops the start, naming the variable and what was expected',
     [{ ALLOW_PRIVATE_NETWORKS: 'yes' }, /^ALLOW_PRIVATE_NETWORKS="yes" is invalid: expected 'true' or 'false'/],
     [{ DOWNLOAD_CONCURRENCY: '0' }, /^DOWNLOAD_CONCURRENCY="0" is invalid: expected a positive integer/],
     [{ MAX_IMAGE_BYTES: '1e6' }, /^MAX_IMAGE_BYTES="1e6" is invalid/],
+    [{ DOWNLOAD_MEMORY_BYTES: '0' }, /^DOWNLOAD_MEMORY_BYTES="0" is invalid: expected a positive number of bytes/],
+    [{ DOWNLOAD_MEMORY_BYTES: '16M' }, /^DOWNLOAD_MEMORY_BYTES="16M" is invalid/],
     [{ LOG_LEVEL: 'verbose' }, /^LOG_LEVEL="verbose" is invalid: expected one of fatal/],
     [{ PLANS: 'gold:100' }, /^PLANS="gold:100" is invalid: expected plan=limit pairs/]
   ]
@@ -65,7 +69,7 @@ t.test('a bad value stops the start, naming the variable and what was expected',
 })
 
 t.test('the per-host limit follows DOWNLOAD_CONCURRENCY unless set', async (t) => {
-  t.equal(loadConfig({}).downloadPerHost, 64)
+  t.equal(loadConfig({}).downloadPerHost, 256)
   t.equal(loadConfig({ DOWNLOAD_CONCURRENCY: '200' }).downloadPerHost, 200)
   t.equal(loadConfig({ DOWNLOAD_CONCURRENCY: '200', DOWNLOAD_PER_HOST: '8' }).downloadPerHost, 8)
 })

@@ -46,9 +46,15 @@ export interface Section {
 let serial = 0
 
 /** A fresh service (new database, empty STORAGE_DIR) for `fn`, stopped and deleted afterwards. */
-export async function withService<T> (ctx: Context, env: Record<string, string>, fn: (service: Service) => Promise<T>, options: { nodeArgs?: string[], root?: string, serverJs?: string } = {}): Promise<T> {
+export async function withService<T> (ctx: Context, env: Record<string, string>, fn: (service: Service) => Promise<T>, options: { nodeArgs?: string[], root?: string, serverJs?: string, asStarted?: boolean } = {}): Promise<T> {
   const workDir = path.join(options.root ?? ctx.tmp, `service-${++serial}`)
-  const service = await startService({ workDir, env: { ...env, ...ctx.env }, nodeArgs: options.nodeArgs ?? [], ...(options.serverJs === undefined ? {} : { serverJs: options.serverJs }) })
+  const service = await startService({
+    workDir,
+    env: { ...env, ...ctx.env },
+    nodeArgs: options.nodeArgs ?? [],
+    ...(options.serverJs === undefined ? {} : { serverJs: options.serverJs }),
+    ...(options.asStarted === undefined ? {} : { asStarted: options.asStarted })
+  })
   try {
     return await fn(service)
   } finally {

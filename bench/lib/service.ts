@@ -1,8 +1,9 @@
 /**
  * The service under test, as an operator runs it: the built `dist/server.js` in a process
- * of its own, on a free port, with its own SQLite file and storage folder inside a
- * temporary folder. Readiness is polled on /health (at LOG_LEVEL=warn it logs nothing
- * when it starts listening).
+ * of its own, started the way `npm start` starts it (the environment variables and node
+ * flags of the build's `start` script: `startCommand`), on a free port, with its own SQLite
+ * file and storage folder inside a temporary folder. Readiness is polled on /health (at
+ * LOG_LEVEL=warn it logs nothing when it starts listening).
  */
 import { spawn, spawnSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
@@ -34,6 +35,40 @@ export function serverBuild (dir: string): string {
   return file
 }
 
+/** What a `start` script sets before `node`: its leading NAME=value words, and node's flags. */
+export interface StartCommand {
+  /** the script as written in package.json */
+  script: string
+  env: Record<string, string>
+  nodeArgs: string[]
+}
+
+/**
+ * How `npm start` runs the build whose `dist/server.js` is `serverJs`: that project's
+ * `start` script, which must read `[NAME=value …] node [--flag …] dist/server.js` (the one
+ * shape this harness can reproduce without npm and sh in between, whose memory would be
+ * counted otherwise). Throws for any other shape, so a figure is never labelled "as
+ * started" when it was not.
+ */
+export function startCommand (serverJs: string): StartCommand {
+  const manifest = path.join(path.dirname(path.dirname(serverJs)), 'package.json')
+  const script = (JSON.parse(readFileSync(manifest, 'utf8')) as { scripts?: Record<string, string> }).scripts?.start
+  if (script === undefined) throw new Error(`${manifest} has no start script`)
+  const words = script.trim().split(/\s+/)
+  const env: Record<string, string> = {}
+  let i = 0
+  for (; i < words.length && /^[A-Za-z_][A-Za-z0-9_]*=/.test(words[i]!); i++) {
+    const eq = words[i]!.indexOf('=')
+    env[words[i]!.slice(0, eq)] = words[i]!.slice(eq + 1)
+  }
+  const nodeArgs = words.slice(i + 1, -1)
+  if (words[i] !== 'node' || words.at(-1) !== 'dist/server.js' || nodeArgs.some((arg) => !arg.startsWith('--') || /['"$`\\]/.test(arg)) ||
+      Object.values(env).some((value) => /['"$`\\]/.test(value))) {
+    throw new Error(`the start script of ${manifest} is not \`[NAME=value …] node [--flag …] dist/server.js\`: ${JSON.stringify(script)}`)
+  }
+  return { script, env, nodeArgs }
+}
+
 /** What every benchmark run sets; a scenario adds its own settings on top. */
 export const BASE_ENV: Readonly<Record<string, string>> = {
   ALLOW_PRIVATE_NETWORKS: 'true',
@@ -50,6 +85,8 @@ export interface ServiceOptions {
   nodeArgs?: string[]
   /** another build's dist/server.js to run instead (a baseline measured in the same run) */
   serverJs?: string
+  /** false: plain `node dist/server.js`, without what the start script adds (to show what that buys) [true] */
+  asStarted?: boolean
 }
 
 export interface DumpOutcome {
@@ -161,7 +198,9 @@ export async function startService (options: ServiceOptions): Promise<Service> {
   const storageDir = path.join(options.workDir, 'images')
   await mkdir(storageDir, { recursive: true })
   const port = await freePort()
+  const started = options.asStarted === false ? { env: {}, nodeArgs: [] } : startCommand(serverJs)
   const env: Record<string, string> = {
+    ...started.env,
     HOST: '127.0.0.1',
     PORT: String(port),
     DATABASE_URL: `sqlite:${path.join(options.workDir, 'image-dump.db')}`,
@@ -173,7 +212,7 @@ export async function startService (options: ServiceOptions): Promise<Service> {
   // Only PATH and HOME are inherited: the harness's own environment must not leak settings in.
   const inherited: Record<string, string> = {}
   for (const key of ['PATH', 'HOME', 'TMPDIR']) if (process.env[key] !== undefined) inherited[key] = process.env[key]!
-  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), serverJs], {
+  const child = spawn(process.execPath, [...started.nodeArgs, ...(options.nodeArgs ?? []), serverJs], {
     cwd: path.dirname(path.dirname(serverJs)),
     env: { ...inherited, ...env },
     stdio: ['ignore', 'pipe', 'pipe']

@@ -2,12 +2,13 @@
  * P2 latency: 200 images that the origin answers after 500 ms each, in one dump. With
  * enough images in flight the answer comes after one origin delay plus overhead; a limit
  * below 200 (globally or per host) adds a whole delay per wave. Measured with the
- * defaults and with enough slots for every image, on each storage root, against
- * `curl --parallel --parallel-max 64`.
+ * defaults and with the count of 64 that was the default before the memory budget, on
+ * each storage root, against `curl --parallel --parallel-max 64`.
  */
 import { rm } from 'node:fs/promises'
 import path from 'node:path'
 import { defaults } from '../../config.js'
+import { START_RESERVATION_BYTES } from '../../plugins/image-fetcher.js'
 import { alternate, assertAllSucceeded, range, withService, type Context, type Headline, type Section } from '../lib/context.js'
 import { CURL_PARALLEL_MAX, curlParallel } from '../lib/curl.js'
 import { jsonBatch, type Service } from '../lib/service.js'
@@ -29,15 +30,16 @@ export async function latency (ctx: Context): Promise<Section> {
   const urls = range(count).map((n) => ctx.origins.delayed(delayMs, n + 1))
   const body = jsonBatch(urls, 4)
   const warmUp = jsonBatch(range(count).map((n) => ctx.origins.node.url(`/png/${n + 1}`)), 4)
-  const wide = String(Math.max(256, count))
+  // the default before downloads were limited by memory (DOWNLOAD_MEMORY_BYTES)
+  const narrow = '64'
   const list: Setting[] = ctx.storage.flatMap((root): Setting[] => [
     {
-      label: ctx.otherBuild ? 'defaults of the build under test' : `defaults (DOWNLOAD_CONCURRENCY=${defaults.downloadConcurrency}, DOWNLOAD_PER_HOST=${defaults.downloadPerHost})`,
+      label: ctx.otherBuild ? 'defaults of the build under test' : `defaults (DOWNLOAD_CONCURRENCY=${defaults.downloadConcurrency}, DOWNLOAD_PER_HOST=${defaults.downloadPerHost}, DOWNLOAD_MEMORY_BYTES=${defaults.downloadMemoryBytes})`,
       env: {},
       root,
       ...(ctx.otherBuild ? {} : { slots: Math.min(defaults.downloadConcurrency, defaults.downloadPerHost) })
     },
-    { label: `DOWNLOAD_CONCURRENCY=${wide}, DOWNLOAD_PER_HOST=${wide}`, env: { DOWNLOAD_CONCURRENCY: wide, DOWNLOAD_PER_HOST: wide }, root, slots: Number(wide) }
+    { label: `DOWNLOAD_CONCURRENCY=${narrow}, DOWNLOAD_PER_HOST=${narrow}`, env: { DOWNLOAD_CONCURRENCY: narrow, DOWNLOAD_PER_HOST: narrow }, root, slots: Number(narrow) }
   ])
   const times: number[][] = list.map(() => [])
   const curlTimes: number[] = []
@@ -100,7 +102,7 @@ export async function latency (ctx: Context): Promise<Section> {
       `- Origin: the Node test origin, \`/delay/${delayMs}/png/<n>\` (${count} distinct URLs, one host).`,
       '- Each setting has its own warm process (a warm-up dump of the same number of undelayed images first); every run measures each setting and curl, alternating which goes first. The ratio is curl time ÷ service time (above 1: the service answers sooner).',
       ctx.curl === null ? `- Baseline skipped: ${ctx.curlSkipReason ?? 'curl not found'}.` : `- Baseline: curl --parallel --parallel-max ${CURL_PARALLEL_MAX} into ${ctx.storage[0]!.description}, as in P1.`,
-      `- Goal: the answer within 1.1 × ${delayMs} ms = ${num(goalMs, 0)} ms. ⌈${count} ÷ min(DOWNLOAD_CONCURRENCY, DOWNLOAD_PER_HOST)⌉ waves × ${delayMs} ms is the floor.`,
+      `- Goal: the answer within 1.1 × ${delayMs} ms = ${num(goalMs, 0)} ms. ⌈${count} ÷ min(DOWNLOAD_CONCURRENCY, DOWNLOAD_PER_HOST)⌉ waves × ${delayMs} ms is the floor (a request waiting for its answer reserves ${START_RESERVATION_BYTES / 1024} KiB of DOWNLOAD_MEMORY_BYTES, so the default budget lets ${Math.floor(defaults.downloadMemoryBytes / START_RESERVATION_BYTES)} wait at once).`,
       '',
       '| setting | storage | answer ms, median (min–max) | waves | goal |',
       '|---|---|---:|---:|---|',

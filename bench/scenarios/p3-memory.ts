@@ -1,12 +1,13 @@
 /**
  * P3 memory: 100 images of 8 MiB in one dump, then of 16 MiB; the peak resident set
  * (VmHWM) of a freshly started service process, read after the answer. Streaming means
- * the peak should not depend on the image size. Measured as started by `npm start`, and
- * with the glibc malloc settings README recommends (they only act before the process
- * starts, so the service cannot set them itself).
+ * the peak should not depend on the image size. Measured as `npm start` runs the service
+ * (with what its start script sets: glibc's malloc settings act only before the process
+ * starts, so the service cannot set them itself), and as plain `node dist/server.js`
+ * without them, to show what they buy.
  */
 import { alternate, assertAllSucceeded, range, withService, type Context, type Headline, type Section } from '../lib/context.js'
-import { jsonBatch } from '../lib/service.js'
+import { jsonBatch, SERVER_JS, startCommand } from '../lib/service.js'
 import { fmt, MiB, num, summarize } from '../lib/stats.js'
 
 export const P3_SIZES_MIB = [8, 16]
@@ -17,6 +18,8 @@ const GOAL_MIB = 200
 interface Variant {
   label: string
   env: Record<string, string>
+  /** false: plain `node dist/server.js`, without the start script's settings */
+  asStarted: boolean
 }
 
 export async function memory (ctx: Context): Promise<Section> {
@@ -24,10 +27,17 @@ export async function memory (ctx: Context): Promise<Section> {
   const sizes = ctx.smoke ? P3_SMOKE_SIZES_MIB : P3_SIZES_MIB
   // MAX_IMAGE_BYTES must let the largest image through (the default, 25 MiB, does); set it so the run says so
   const limit = { MAX_IMAGE_BYTES: String(Math.max(...sizes) * 2 * MiB) }
-  const variants: Variant[] = [
-    { label: 'as started (glibc defaults)', env: limit },
-    { label: `with ${Object.entries(MALLOC_ENV).map(([k, v]) => `${k}=${v}`).join(' ')}`, env: { ...limit, ...MALLOC_ENV } }
-  ]
+  const start = ctx.otherBuild ? null : startCommand(SERVER_JS)
+  const adds = start === null ? '' : [...Object.entries(start.env).map(([k, v]) => `${k}=${v}`), ...start.nodeArgs].join(' ')
+  const variants: Variant[] = adds === ''
+    ? [
+        { label: 'as started (glibc defaults)', env: limit, asStarted: true },
+        { label: `with ${Object.entries(MALLOC_ENV).map(([k, v]) => `${k}=${v}`).join(' ')}`, env: { ...limit, ...MALLOC_ENV }, asStarted: true }
+      ]
+    : [
+        { label: `as \`npm start\` runs it (${adds})`, env: limit, asStarted: true },
+        { label: 'plain `node dist/server.js` (glibc defaults)', env: limit, asStarted: false }
+      ]
   const cases = variants.flatMap((variant) => sizes.map((mib) => ({ variant, mib, peak: [] as number[], before: [] as number[], ms: [] as number[] })))
   // 1.6 GB per run: on a tmpfs when there is one, which is quicker and does not change the process's RSS
   const root = ctx.storage.at(-1)!
@@ -43,7 +53,7 @@ export async function memory (ctx: Context): Promise<Section> {
         c.peak.push(after.peak / MiB)
         c.before.push(before.rss / MiB)
         c.ms.push(outcome.ms)
-      }, { root: root.dir })
+      }, { root: root.dir, asStarted: c.variant.asStarted })
     }
     ctx.progress(`P3 run ${run + 1}/${ctx.runs}: peak ${cases.map((c) => `${c.mib} MiB${c.variant === variants[0] ? '' : ' tuned'} ${num(c.peak.at(-1)!, 0)}`).join(', ')} MiB`)
   }

@@ -17,6 +17,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Dispatcher } from 'undici'
 import type { StorageTarget } from '../storage-layout.js'
+import { startDeadline, type Deadline } from './deadline.js'
 import { DeadlineExceeded, FetchFailure, Interrupted, classifyNetworkError, failure } from './download-errors.js'
 import type { AddressPolicy } from './guarded-connector.js'
 import { checkAddress, parseImageUrl } from './image-url.js'
@@ -37,7 +38,8 @@ export interface DownloadOptions {
   headers: Record<string, string>
   /** the SSRF policy for redirect targets; null allows every address */
   blocked: AddressPolicy | null
-  writeImage: ImageWriter
+  /** stores a 2xx body; `deadline` is the download's, for a writer that must wait for memory */
+  writeImage: (...args: [...Parameters<ImageWriter>, deadline: Deadline]) => Promise<StoredImage>
 }
 
 function headerValue (value: string | string[] | undefined): string | undefined {
@@ -77,8 +79,7 @@ export function createDownloader (options: DownloadOptions) {
    */
   return async function download (first: URL, target: StorageTarget, controller: AbortController): Promise<StoredImage> {
     const { signal } = controller
-    const deadline = performance.now() + timeoutMs
-    const timer = setTimeout(() => controller.abort(new DeadlineExceeded()), timeoutMs)
+    const deadline = startDeadline(timeoutMs, () => controller.abort(new DeadlineExceeded()))
 
     let url = first
     let redirects = 0
@@ -90,7 +91,7 @@ export function createDownloader (options: DownloadOptions) {
       if (attempt >= retries) return false
       const backoff = BACKOFF_BASE_MS * 2 ** attempt + Math.random() * BACKOFF_BASE_MS
       const delay = Math.max(minDelayMs, backoff)
-      if (performance.now() + delay >= deadline) return false
+      if (delay >= deadline.left()) return false
       attempt++
       await sleep(delay, undefined, { signal })
       return true
@@ -138,7 +139,7 @@ export function createDownloader (options: DownloadOptions) {
         }
 
         try {
-          return await writeImage(res.body, Number(headerValue(res.headers['content-length'])), target, signal)
+          return await writeImage(res.body, Number(headerValue(res.headers['content-length'])), target, signal, deadline)
         } catch (err) {
           if (signal.aborted || err instanceof FetchFailure) throw err
           const f = classifyNetworkError(err, url)
@@ -154,7 +155,7 @@ export function createDownloader (options: DownloadOptions) {
       }
       throw classifyNetworkError(err, url)
     } finally {
-      clearTimeout(timer)
+      deadline.clear()
     }
   }
 }

@@ -1,8 +1,9 @@
 /**
  * A counting semaphore with a FIFO queue that can be emptied at once. Hand-written because
- * it is this small and the fetcher's close() needs `rejectAll`: every queued image must
- * settle (as INTERRUPTED), where a limiter that merely drops its queue would leave those
- * images without an outcome; and one call, rather than an abort listener per queued image.
+ * it is this small and `rejectAll` settles every waiter with one call, where a limiter that
+ * merely drops its queue would leave them without an answer. The password verifier limits
+ * argon2 with it; the image fetcher's downloads are limited by byte-budget.ts, which adds
+ * a memory budget to the count.
  */
 export function createSemaphore (limit: number) {
   let active = 0

@@ -23,8 +23,8 @@
  * | `/html` | an HTML page |
  * | `/lying-png` | `Content-Type: image/png` over HTML bytes |
  * | `/status/<code>` | that status, a short text body |
- * | `/slow?ms=T` | headers at once, then the PNG's bytes in 20 pieces spread over T ms (chunked) |
- * | `/delay/<ms>/png/<n>` | nothing for `ms`, then the whole PNG |
+ * | `/slow?ms=T[&bytes=N][&length=1]` | headers at once, then the PNG's bytes (padded to N) in 20 pieces spread over T ms (chunked; with `length=1`, Content-Length set) |
+ * | `/delay/<ms>/png/<n>[?bytes=N]` | nothing for `ms`, then the whole PNG (padded to N bytes when given) |
  * | `/endless` | a PNG signature followed by zeros forever (chunked, with backpressure) |
  * | `/big?bytes=N` | Content-Length 8+N: a PNG signature then N zero bytes |
  * | `/redirect/<k>` | 302 with a relative Location to `<k-1>` (query kept); `/redirect/0` is the PNG |
@@ -40,6 +40,7 @@
  * | `/stall?bytes=B` | headers (Content-Length of a 4 KiB PNG) and its first B bytes (default 64), then nothing, connection open |
  * | `/stall-once/<key>?bytes=B` | the first request for `key` stalls like `/stall`, later ones get the whole 4 KiB PNG |
  * | `/held/<key>/png/<n>` | nothing until `release(key)` is called, then the PNG; once released, answers at once |
+ * | `/held-body/<key>?bytes=N[&first=F]` | headers (Content-Length of `makePng(n)` padded to N bytes) and its first F bytes (default 64) at once, the rest once `release(key)` is called |
  * | `/files/<name>` | the bytes given to `serve(name, bytes)`, Content-Length set, served as application/octet-stream |
  * | anything else | 404 |
  *
@@ -230,10 +231,12 @@ export async function startOrigin (options: OriginOptions = {}): Promise<Origin>
       }
       case 'slow': {
         const total = integer(q.get('ms'), 1000)
-        const body = makePng(n)
+        const body = q.has('bytes') ? makePng(n, { bytes: integer(q.get('bytes'), 0) }) : makePng(n)
         const pieces = 20
         const size = Math.ceil(body.length / pieces)
-        res.writeHead(200, { 'content-type': 'image/png' })
+        res.writeHead(200, q.get('length') === '1'
+          ? { 'content-type': 'image/png', 'content-length': String(body.length) }
+          : { 'content-type': 'image/png' })
         let i = 0
         const next = (): void => {
           res.write(body.subarray(i * size, (i + 1) * size))
@@ -245,7 +248,7 @@ export async function startOrigin (options: OriginOptions = {}): Promise<Origin>
       }
       case 'delay':
         // /delay/<ms>/png/<n>
-        return later(res, integer(a, 100), () => png(res, b === 'png' ? integer(c, 1) : n))
+        return later(res, integer(a, 100), () => png(res, b === 'png' ? integer(c, 1) : n, q.has('bytes') ? integer(q.get('bytes'), 0) : undefined))
       case 'endless':
         res.writeHead(200, { 'content-type': 'image/png' })
         res.write(PNG_SIGNATURE)
@@ -310,6 +313,20 @@ export async function startOrigin (options: OriginOptions = {}): Promise<Origin>
         held.set(key, waiting)
         waiting.add(answer)
         res.once('close', () => waiting.delete(answer))
+        return
+      }
+      case 'held-body': {
+        const key = a ?? ''
+        const body = makePng(n, { bytes: integer(q.get('bytes'), 4096) })
+        res.writeHead(200, { 'content-type': 'image/png', 'content-length': String(body.length) })
+        const first = Math.min(integer(q.get('first'), 64), body.length - 1)
+        res.write(body.subarray(0, first))
+        const rest = (): void => { res.end(body.subarray(first)) }
+        if (releasedKeys.has(key)) return rest()
+        const waiting = held.get(key) ?? new Set<() => void>()
+        held.set(key, waiting)
+        waiting.add(rest)
+        res.once('close', () => waiting.delete(rest))
         return
       }
       case 'files': {
