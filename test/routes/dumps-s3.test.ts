@@ -123,6 +123,22 @@ for (const engine of enginesUnderTest(t)) {
       t.same(await area.objects(), [], 'deleting the last dump that has it removes the shared object')
     })
 
+    t.test('rows from before keys were recorded find their object in the bucket by probing its names', async (t) => {
+      const id = (await app.quota.admit(userid, 1000, { dataformat: 'json', data: Buffer.from('{}') })).requestId!
+      const legacy = makeJpeg(804)
+      const result = JSON.stringify({ location: `/v1/dumps/${id}/images/1`, contentType: 'image/jpeg', bytes: legacy.length, sha256: sha256(legacy) })
+      await app.persistence.db.insertInto('dump_images').values([{ request_id: id, image_id: 1, status: 'SUCCESS', result, seq: 1 }]).execute()
+      await app.persistence.db.updateTable('requests').set({ status: 1 }).where('id', '=', id).execute()
+      await area.put(`${userid}/${id}/1.jpg`, legacy)
+      const served = await get(`/v1/dumps/${id}/images/1`)
+      t.equal(served.statusCode, 200)
+      t.equal(served.headers['content-type'], 'image/jpeg', 'its type from the name found')
+      t.ok(served.rawPayload.equals(legacy))
+      t.equal((await get(`/v1/dumps/${id}/images/2`)).statusCode, 404, 'an image with no object under any name: 404')
+      t.equal((await app.inject({ method: 'DELETE', url: `/v1/dumps/${id}`, headers: auth })).statusCode, 204)
+      t.notOk((await area.objects()).includes(`${userid}/${id}/1.jpg`), 'deleting the dump removes its object')
+    })
+
     t.test('a large image goes up in parts and is served back identical', async (t) => {
       const size = 12 * 1024 * 1024
       const big = makePng(803, { bytes: size })
