@@ -6,7 +6,8 @@ import type { ImageResult } from '../schemas/dump.js'
 /** An image's recorded outcome: its result without the id and URL, which the admission record holds. */
 export type RecordedOutcome = Omit<ImageResult, 'imageId' | 'url'> & { status: 'SUCCESS' | 'FAILURE' }
 
-function parseOutcome (row: { status: 'SUCCESS' | 'FAILURE', result: Buffer | string }): RecordedOutcome {
+/** A dump_images row's outcome, from either engine's representation of its result. */
+export function parseOutcome (row: { status: 'SUCCESS' | 'FAILURE', result: Buffer | string }): RecordedOutcome {
   // MySQL hands the bytes back; SQLite the text that was stored
   return { status: row.status, ...JSON.parse(typeof row.result === 'string' ? row.result : Buffer.from(row.result).toString('utf8')) }
 }

@@ -6,6 +6,7 @@ import * as imageOutcomes from './migrations/004_image_outcomes.js'
 import * as dumpEvents from './migrations/005_dump_events_and_summaries.js'
 import * as sharedDownloads from './migrations/006_shared_downloads.js'
 import * as admissionNumbers from './migrations/007_admission_numbers.js'
+import * as urlValidators from './migrations/008_url_validators.js'
 
 // Migrations are imported, not read from a folder, so the same list runs from the
 // TypeScript sources (tests, dev) and from the compiled build.
@@ -16,7 +17,8 @@ const migrations: Record<string, Migration> = {
   '004_image_outcomes': imageOutcomes,
   '005_dump_events_and_summaries': dumpEvents,
   '006_shared_downloads': sharedDownloads,
-  '007_admission_numbers': admissionNumbers
+  '007_admission_numbers': admissionNumbers,
+  '008_url_validators': urlValidators
 }
 
 const provider: MigrationProvider = { getMigrations: async () => migrations }

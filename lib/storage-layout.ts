@@ -4,6 +4,9 @@
  *   <userid>/<requestId>/<imageId>.<ext>   a stored image, <ext> from its sniffed type (lib/sniff.ts)
  *   <userid>/<requestId>/<imageId>.part    the same image while it is being written
  *
+ * An image whose URL was revalidated (not modified since an earlier dump of the user) is a
+ * hard link to the earlier file: its own name, the same bytes, stored once.
+ *
  * The image fetcher writes through it (resolve, partPath, imagePath, storedPath); the dumps
  * plugin finds and removes files through it, and the retention sweep removes old dumps'
  * folders. No other module builds a storage path.
@@ -11,7 +14,7 @@
  * A target is made by the server, never taken from a request, and is still checked: its
  * name is one safe path segment and its folder cannot leave the root.
  */
-import { access, readdir, rm } from 'node:fs/promises'
+import { access, link, mkdir, readdir, rm } from 'node:fs/promises'
 import path from 'node:path'
 import { IMAGE_EXTENSIONS, contentTypeOfExtension } from './sniff.js'
 
@@ -54,6 +57,11 @@ export function storedPath (target: ResolvedTarget, ext: string): string {
   const file = `${target.name}.${ext}`
   return target.rel === '' ? file : `${target.rel}/${file}`
 }
+
+// A stored file's key as storedPath makes it: safe segments, the last with its image extension.
+const STORED_KEY = /^(?:[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}\/)*[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}\.([a-z0-9]+)$/
+
+const hasCode = (err: unknown, code: string): boolean => (err as NodeJS.ErrnoException | null)?.code === code
 
 const isId = (n: number): boolean => Number.isSafeInteger(n) && n >= 0
 
@@ -98,6 +106,38 @@ export function createStorageLayout (storageDir: string) {
         throw new UnsafeStorageTargetError('storage target is outside the storage directory')
       }
       return { dir, rel: rel.split(path.sep).join('/'), name: target.name }
+    },
+
+    /**
+     * Gives `target` the bytes of the stored image `key` (e.g. "1/42/7.png") without
+     * writing them again: a hard link, named as the target's image of the same type, which
+     * keeps the bytes while either name is left. Resolves with the new file's key; undefined
+     * when `key` names no file any more (removed since), or none this layout could have
+     * made, or the file system cannot link: the caller then downloads the image instead.
+     */
+    async linkImage (key: string, target: ResolvedTarget): Promise<string | undefined> {
+      const ext = STORED_KEY.exec(key)?.[1]
+      if (ext === undefined || !IMAGE_EXTENSIONS.includes(ext)) return undefined
+      const from = path.join(root, key)
+      const to = imagePath(target, ext)
+      for (let attempt = 0; attempt < 2; attempt++) {
+        try {
+          await link(from, to)
+          return storedPath(target, ext)
+        } catch (err) {
+          // the target's folder is made on first need, as for a download
+          if (attempt === 0 && hasCode(err, 'ENOENT')) await mkdir(target.dir, { recursive: true }).catch(() => {})
+          // left by an earlier attempt of the same image: replaced
+          else if (attempt === 0 && hasCode(err, 'EEXIST')) await rm(to, { force: true }).catch(() => {})
+          else return undefined
+        }
+      }
+      return undefined
+    },
+
+    /** Removes one stored file by its key; a missing one is no error. */
+    async removeImage (key: string): Promise<void> {
+      if (STORED_KEY.test(key)) await rm(path.join(root, key), { force: true })
     },
 
     /** Where image `imageId` of a dump is written. */

@@ -2,6 +2,7 @@ import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import { createDumpImages } from '../db/dump-images.js'
 import { createRequests } from '../db/requests.js'
+import { createUrlValidators } from '../db/url-validators.js'
 import { createStorageLayout } from '../lib/storage-layout.js'
 import { serializeDocument } from './content-negotiation/xml-writer.js'
 import { createDumpRunner, type DumpObserver } from './dumps/dump-run.js'
@@ -73,6 +74,7 @@ export function createDumpsService (fastify: FastifyInstance, options: DumpsOpti
     storage,
     requests,
     dumpImages,
+    urlValidators: createUrlValidators(db, engine),
     log: fastify.log,
     recording: options.recording,
     onRecorded: (requestId) => { recorded.emit(String(requestId)) },

@@ -13,6 +13,12 @@
  * (what each failure is called), semaphore.ts (the concurrency limit); file names come
  * from lib/storage-layout.ts.
  *
+ * Given what the same URL stored before (its validators and file), a download asks the
+ * origin whether it changed: the earlier file is first linked under the image's own name
+ * (storage-layout.ts linkImage), which both proves it is still there and keeps it there;
+ * then a 304 makes the image a reuse of it, with nothing written, and anything else
+ * removes the link again. An earlier file that is gone means a plain download.
+ *
  * close() aborts queued and in-flight downloads (they end as INTERRUPTED, their temporary
  * files removed), then destroys the Agent. In a Fastify app it runs from onClose, after
  * the server has let in-flight requests finish. A FetchGroup does the same for the
@@ -26,6 +32,7 @@ import { FetchFailure, Interrupted, failure } from '../lib/download/download-err
 import { createGuardedConnector } from '../lib/download/guarded-connector.js'
 import { checkAddress, parseImageUrl } from '../lib/download/image-url.js'
 import { createSemaphore } from '../lib/download/semaphore.js'
+import { hasValidators, type Validators } from '../lib/download/validators.js'
 import { createImageWriter } from '../lib/download/write-image.js'
 import { UnsafeStorageTargetError, createStorageLayout, type ResolvedTarget, type StorageTarget } from '../lib/storage-layout.js'
 import type { ImageError } from '../schemas/dump.js'
@@ -59,9 +66,25 @@ export interface ImageFetcherOptions {
   userAgent?: string
 }
 
+/**
+ * A success says what was stored and the validators the origin sent with it (to keep for
+ * the next time); `reused` when the origin answered 304 and the earlier bytes stand.
+ */
 export type FetchOutcome =
-  | { status: 'SUCCESS', path: string, contentType: string, bytes: number, sha256: string, width?: number, height?: number }
+  | { status: 'SUCCESS', path: string, contentType: string, bytes: number, sha256: string, width?: number, height?: number, reused?: true, validators?: Validators }
   | { status: 'FAILURE', error: ImageError }
+
+/** Bytes stored before for the same URL, with the validators they came with. */
+export interface StoredBefore {
+  validators: Validators
+  /** the stored file, relative to storageDir */
+  objectKey: string
+  contentType: string
+  bytes: number
+  sha256: string
+  width?: number
+  height?: number
+}
 
 /** A download as `observe` tells it. */
 export interface DownloadObservation {
@@ -172,9 +195,9 @@ export function createImageFetcher (options: ImageFetcherOptions) {
   const listeners = new Set<(download: DownloadObservation) => void>()
 
   /** A download's outcome, told to the listeners when it got as far as the network. */
-  async function run (rawUrl: string, target: FetchTarget, group: FetchGroup | undefined): Promise<FetchOutcome> {
+  async function run (rawUrl: string, target: FetchTarget, group: FetchGroup | undefined, before: StoredBefore | undefined): Promise<FetchOutcome> {
     const timing: { startedAt?: number } = {}
-    const outcome = await attempt(rawUrl, target, group, timing)
+    const outcome = await attempt(rawUrl, target, group, before, timing)
     if (timing.startedAt !== undefined) {
       const observation = { outcome, seconds: (performance.now() - timing.startedAt) / 1000 }
       for (const listener of listeners) listener(observation)
@@ -182,7 +205,26 @@ export function createImageFetcher (options: ImageFetcherOptions) {
     return outcome
   }
 
-  async function attempt (rawUrl: string, target: FetchTarget, group: FetchGroup | undefined, timing: { startedAt?: number }): Promise<FetchOutcome> {
+  /** Downloads into `target`, or (with `before`, and a 304) reuses the earlier file; throws a FetchFailure. */
+  async function fetchInto (url: URL, target: ResolvedTarget, controller: AbortController, before: StoredBefore | undefined): Promise<FetchOutcome> {
+    const linked = before !== undefined && hasValidators(before.validators) ? await storage.linkImage(before.objectKey, target) : undefined
+    try {
+      const got = await download(url, target, controller, linked === undefined ? undefined : before!.validators)
+      if (got.notModified) {
+        const { validators, objectKey: _earlier, ...described } = before!
+        // a 304 may bring validators of its own (RFC 9110 §15.4.5); they replace those sent
+        return { status: 'SUCCESS', ...described, path: linked!, reused: true, validators: { ...validators, ...got.validators } }
+      }
+      // a new type has another name than the link's
+      if (linked !== undefined && linked !== got.stored.path) await storage.removeImage(linked)
+      return { status: 'SUCCESS', ...got.stored, validators: got.validators }
+    } catch (err) {
+      if (linked !== undefined) await storage.removeImage(linked)
+      throw err
+    }
+  }
+
+  async function attempt (rawUrl: string, target: FetchTarget, group: FetchGroup | undefined, before: StoredBefore | undefined, timing: { startedAt?: number }): Promise<FetchOutcome> {
     try {
       if (closing) throw failure('INTERRUPTED', 'the image fetcher is closed')
       if (group?.aborted === true) throw failure('INTERRUPTED', 'the download was stopped before it started')
@@ -204,7 +246,7 @@ export function createImageFetcher (options: ImageFetcherOptions) {
       // from here on the time is the download's own, not the wait for a slot
       timing.startedAt = performance.now()
       try {
-        return { status: 'SUCCESS', ...await download(url, resolved, controller) }
+        return await fetchInto(url, resolved, controller, before)
       } finally {
         inFlight.delete(controller)
         group?.track(controller, false)
@@ -221,10 +263,11 @@ export function createImageFetcher (options: ImageFetcherOptions) {
     /**
      * Downloads `url` to `<storageDir>/<target.dir>/<target.name>.<ext>`. Never rejects:
      * every failure is a FAILURE outcome with the SPEC's error shape. With a `group`, the
-     * group's abort() stops it too.
+     * group's abort() stops it too. With `before` (what this URL stored earlier), the
+     * request is conditional, and a 304 reuses the earlier file (`reused` in the outcome).
      */
-    fetchImage (url: string, target: FetchTarget, group?: FetchGroup): Promise<FetchOutcome> {
-      const outcome = run(url, target, group)
+    fetchImage (url: string, target: FetchTarget, group?: FetchGroup, before?: StoredBefore): Promise<FetchOutcome> {
+      const outcome = run(url, target, group, before)
       pending.add(outcome)
       void outcome.finally(() => pending.delete(outcome))
       return outcome

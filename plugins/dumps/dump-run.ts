@@ -11,7 +11,8 @@
  * its downloads, so that the instance that takes over never meets its files being written.
  *
  * Images whose URLs are the same (same-url.ts) are downloaded once; the others get the
- * outcome too, and are served from the file of the image that was downloaded.
+ * outcome too, and are served from the file of the image that was downloaded. A URL the
+ * user stored before is revalidated (revalidation.ts): on a 304 its earlier bytes are reused.
  *
  * A run that stops (taken over, database out of reach, service stopping) leaves its dump
  * incomplete, with the outcomes it recorded; the images without one are downloaded again
@@ -21,6 +22,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Requests } from '../../db/requests.js'
 import type { DumpImages } from '../../db/dump-images.js'
+import type { UrlValidators } from '../../db/url-validators.js'
 import { createServiceError } from '../../lib/errors.js'
 import type { StorageLayout } from '../../lib/storage-layout.js'
 import type { BodyFormat } from '../../schemas/batch.js'
@@ -29,6 +31,7 @@ import { serializeDocument } from '../content-negotiation/xml-writer.js'
 import { FetchGroup, type ImageFetcher } from '../image-fetcher.js'
 import { createOutcomeRecorder, type OutcomeRecorder } from './outcome-recorder.js'
 import { completionOf, finalRecord, imageResult, imagesOf, withOutcomes } from './records.js'
+import { createRevalidation } from './revalidation.js'
 import { groupByDownload } from './same-url.js'
 
 /** The answer to a dump that could not be finished by this instance; it goes on, or will be resumed. */
@@ -78,7 +81,8 @@ export interface DumpObserver {
   /**
    * an image of it has its outcome (an interrupted download is none: the image stays
    * pending); `downloaded` is false for an image whose URL was downloaded for another image
-   * of the dump (its bytes are stored once, under that one)
+   * of the dump (its bytes are stored once, under that one), and for a reused image (the
+   * origin answered 304: its bytes were stored by an earlier dump)
    */
   image?: (requestId: number, result: ImageResult, downloaded: boolean) => void
   /** the run ended: with the dump's final record once it completed it, else undefined */
@@ -90,6 +94,7 @@ export interface DumpRunnerOptions {
   storage: StorageLayout
   requests: Requests
   dumpImages: DumpImages
+  urlValidators: UrlValidators
   log: FastifyBaseLogger
   /** told after each batch of outcomes and the final record is written (the events stream wakes up) */
   onRecorded?: (requestId: number) => void
@@ -99,7 +104,7 @@ export interface DumpRunnerOptions {
 }
 
 export function createDumpRunner (options: DumpRunnerOptions) {
-  const { fetcher, storage, requests, dumpImages, log, observer = {} } = options
+  const { fetcher, storage, requests, dumpImages, urlValidators, log, observer = {} } = options
   const runs = new Map<number, DumpRun>()
   const executing = new Set<Promise<unknown>>()
 
@@ -124,11 +129,15 @@ export function createDumpRunner (options: DumpRunnerOptions) {
     const results = new Map<number, ImageResult>()
     // image → the image whose file holds its bytes, for the images whose URL was downloaded for another
     const storedAs = new Map<number, number>()
+    const revalidation = createRevalidation(urlValidators, log, userid, requestId)
     const recorder = createOutcomeRecorder<ImageResult>({
       ...options.recording,
       write: async (batch) => {
         if (await dumpImages.record(requestId, run.number, batch, storedAs) === 'taken') run.stop('taken')
-        else options.onRecorded?.(requestId)
+        else {
+          await revalidation.recorded(batch)
+          options.onRecorded?.(requestId)
+        }
       },
       onError: (error) => { log.warn({ err: error, requestId }, 'recording image outcomes failed; trying again') }
     })
@@ -140,9 +149,12 @@ export function createDumpRunner (options: DumpRunnerOptions) {
       // A URL that appears more than once is downloaded once, into the file of its first
       // image; the others get the same outcome (their own id and location) and no file:
       // their recorded outcome names the file that holds their bytes.
-      await Promise.all(groupByDownload(pending).map(async (group) => {
+      const groups = groupByDownload(pending)
+      await revalidation.lookUp(groups.map((group) => group[0]!.url))
+      await Promise.all(groups.map(async (group) => {
         const first = group[0]!
-        const outcome = await fetcher.fetchImage(first.url, storage.dumpTarget(userid, requestId, first.imageId), run.group)
+        const outcome = await fetcher.fetchImage(first.url, storage.dumpTarget(userid, requestId, first.imageId), run.group, revalidation.before(first.url))
+        revalidation.fetched(first.imageId, first.url, outcome)
         for (const image of group) {
           const result = imageResult(requestId, image, outcome)
           // a stopped download leaves its images pending, for the run that resumes the dump
@@ -150,7 +162,7 @@ export function createDumpRunner (options: DumpRunnerOptions) {
           if (image !== first && outcome.status === 'SUCCESS') storedAs.set(image.imageId, first.imageId)
           results.set(image.imageId, result)
           recorder.add(result)
-          observer.image?.(requestId, result, image === first)
+          observer.image?.(requestId, result, image === first && result.reused !== true)
         }
       }))
       if (run.stopped === undefined) {

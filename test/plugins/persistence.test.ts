@@ -13,7 +13,7 @@ for (const engine of enginesUnderTest(t)) {
     const { db } = connect(database.url)
     t.teardown(() => db.destroy())
 
-    t.same(await migrateToLatest(db), ['001_initial', '002_exact_usernames_and_login_attempts', '003_idempotency_keys', '004_image_outcomes', '005_dump_events_and_summaries', '006_shared_downloads', '007_admission_numbers'], 'the first run applies every migration')
+    t.same(await migrateToLatest(db), ['001_initial', '002_exact_usernames_and_login_attempts', '003_idempotency_keys', '004_image_outcomes', '005_dump_events_and_summaries', '006_shared_downloads', '007_admission_numbers', '008_url_validators'], 'the first run applies every migration')
     t.same(await migrateToLatest(db), [], 'a second run has nothing to do')
 
     const tables = (await db.introspection.getTables()).map((table) => table.name).sort()
@@ -69,7 +69,7 @@ for (const engine of enginesUnderTest(t)) {
       const connections = [connect(database.url), connect(database.url), connect(database.url)]
       t.teardown(() => Promise.all(connections.map(({ db }) => db.destroy())))
       const applied = await Promise.all(connections.map(({ db }) => migrateToLatest(db)))
-      t.same(applied.flat(), ['001_initial', '002_exact_usernames_and_login_attempts', '003_idempotency_keys', '004_image_outcomes', '005_dump_events_and_summaries', '006_shared_downloads', '007_admission_numbers'], 'exactly one instance applied the migrations')
+      t.same(applied.flat(), ['001_initial', '002_exact_usernames_and_login_attempts', '003_idempotency_keys', '004_image_outcomes', '005_dump_events_and_summaries', '006_shared_downloads', '007_admission_numbers', '008_url_validators'], 'exactly one instance applied the migrations')
     })
   }
 
