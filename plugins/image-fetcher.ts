@@ -217,7 +217,7 @@ export function createImageFetcher (options: ImageFetcherOptions) {
       }
       // a new type has another name than the link's
       if (linked !== undefined && linked !== got.stored.path) await storage.removeImage(linked)
-      return { status: 'SUCCESS', ...got.stored, validators: got.validators }
+      return { status: 'SUCCESS', ...got.stored, ...(hasValidators(got.validators) ? { validators: got.validators } : {}) }
     } catch (err) {
       if (linked !== undefined) await storage.removeImage(linked)
       throw err

@@ -17,7 +17,7 @@ for (const engine of enginesUnderTest(t)) {
     t.same(await migrateToLatest(db), [], 'a second run has nothing to do')
 
     const tables = (await db.introspection.getTables()).map((table) => table.name).sort()
-    t.same(tables, ['authentication', 'dump_images', 'login_attempts', 'requests', 'tokens', 'users'])
+    t.same(tables, ['authentication', 'dump_images', 'login_attempts', 'requests', 'tokens', 'url_validators', 'users'])
     const columns = Object.fromEntries((await db.introspection.getTables()).map((table) => [table.name, table.columns.map((c) => c.name).sort()]))
     t.same(columns.users, ['plan', 'userid', 'username'])
     t.same(columns.authentication, ['passwordhash', 'userid'])
