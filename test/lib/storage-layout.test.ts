@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
@@ -131,4 +131,35 @@ t.test('keepOnly removes temporary files and the files of every image not kept',
   t.equal(await layout.keepOnly(-3, 43, []), false, 'ids that name no folder: refused')
   t.equal(await layout.keepOnly(3, 43.5, []), false)
   t.same(await filesUnder(root), ['3/43/2.jpg', '3/43/5.part'], 'and nothing touched')
+})
+
+t.test('a reused image is a hard link to the stored file, under its own name', async (t) => {
+  const root = await storageRoot(t)
+  const layout = createStorageLayout(root)
+  await mkdir(join(root, '3', '42'), { recursive: true })
+  await writeFile(join(root, '3', '42', '7.png'), 'earlier bytes')
+  const target = layout.resolve(layout.dumpTarget(3, 43, 1))
+
+  t.equal(await layout.linkImage('3/42/7.png', target), '3/43/1.png', 'the new key, its folder made on first need')
+  const [earlier, linked] = await Promise.all([stat(join(root, '3', '42', '7.png')), stat(join(root, '3', '43', '1.png'))])
+  t.equal(linked.ino, earlier.ino, 'the same bytes, not a copy')
+  t.equal(linked.nlink, 2)
+
+  await layout.removeImage('3/42/7.png')
+  t.equal(await readFile(join(root, '3', '43', '1.png'), 'utf8'), 'earlier bytes', 'they stay while the new name does')
+  t.equal(await layout.linkImage('3/42/7.png', layout.resolve(layout.dumpTarget(3, 44, 1))), undefined, 'a removed file cannot be reused')
+  t.same(await filesUnder(join(root, '3')), ['43/1.png'], 'and leaves nothing behind')
+})
+
+t.test('a key the layout could not have made is never linked nor removed', async (t) => {
+  const root = await storageRoot(t)
+  const layout = createStorageLayout(root)
+  await put(root, '../outside.png', '3/42/7.png')
+  const target = layout.resolve(layout.dumpTarget(3, 43, 1))
+  for (const key of ['../outside.png', '/etc/passwd.png', '3/../../outside.png', '3/42/7.exe', '3/42/.hidden.png', '']) {
+    t.equal(await layout.linkImage(key, target), undefined, `linkImage(${JSON.stringify(key)})`)
+    await layout.removeImage(key)
+  }
+  t.same(await readdir(join(root, '..')), ['images', 'outside.png'], 'the file outside the root is untouched')
+  t.same(await filesUnder(root), ['3/42/7.png'])
 })
