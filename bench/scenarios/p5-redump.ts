@@ -19,6 +19,9 @@ import { fmt, num, summarize } from '../lib/stats.js'
 interface Row {
   firstMs: number
   secondMs: number
+  /** CPU time of the service process over each dump, ms */
+  firstCpu: number
+  secondCpu: number
   /** images the second dump reused */
   reused: number
   /** image bytes the second dump downloaded */
@@ -46,17 +49,21 @@ async function measure (ctx: Context, root: StorageRoot, body: string, warmUp: s
   for (let run = 0; run < ctx.runs; run++) {
     await withService(ctx, {}, async (service) => {
       assertAllSucceeded('P5 warm-up', await service.dump(warmUp), count)
+      const cpu0 = service.cpuMs()
       const first = await service.dump(body)
+      const firstCpu = service.cpuMs() - cpu0
       assertAllSucceeded('P5 first dump', first, count)
       if (first.reused !== 0) throw new Error(`P5: the first dump reused ${first.reused} images`)
       const before = await diskUsage(service.storageDir)
+      const cpu1 = service.cpuMs()
       const second = await service.dump(body)
+      const secondCpu = service.cpuMs() - cpu1
       assertAllSucceeded('P5 second dump', second, count)
       const diskBytes = await diskUsage(service.storageDir) - before
-      rows.push({ firstMs: first.ms, secondMs: second.ms, reused: second.reused, downloadedBytes: second.downloadedBytes, diskBytes })
+      rows.push({ firstMs: first.ms, secondMs: second.ms, firstCpu, secondCpu, reused: second.reused, downloadedBytes: second.downloadedBytes, diskBytes })
     }, { root: root.dir })
     const row = rows.at(-1)!
-    ctx.progress(`P5 (${root.label}) run ${run + 1}/${ctx.runs}: first ${num(row.firstMs, 0)} ms, second ${num(row.secondMs, 0)} ms, ratio ${num(row.secondMs / row.firstMs, 3)}, ${row.reused} reused, ${row.downloadedBytes} bytes downloaded`)
+    ctx.progress(`P5 (${root.label}) run ${run + 1}/${ctx.runs}: first ${num(row.firstMs, 0)} ms, second ${num(row.secondMs, 0)} ms, ratio ${num(row.secondMs / row.firstMs, 3)} (CPU ${num(row.secondCpu / row.firstCpu, 3)}), ${row.reused} reused, ${row.downloadedBytes} bytes downloaded`)
   }
   return rows
 }
@@ -101,6 +108,13 @@ export async function redump (ctx: Context): Promise<Section> {
       goal: 'ratio ≤ 0.1',
       verdict: ratio.median <= 0.1 ? 'met' : `not met (${num(ratio.median / 0.1, 1)}× the goal)`
     }, {
+      figure: `P5 re-dump, storage on ${root.description}: service CPU, second dump ÷ first`,
+      service: `${fmt(summarize(rows.map((r) => r.secondCpu)), 0)} ms`,
+      baseline: `${fmt(summarize(rows.map((r) => r.firstCpu)), 0)} ms first dump`,
+      ratio: fmt(summarize(rows.map((r) => r.secondCpu / r.firstCpu)), 3),
+      goal: '–',
+      verdict: '–'
+    }, {
       figure: `P5 re-dump, storage on ${root.description}: image bytes stored by the second dump`,
       service: fmt(stored, 0),
       baseline: `${fmt(summarize(rows.map((r) => r.reused)), 0)} of ${count} reused`,
@@ -112,9 +126,9 @@ export async function redump (ctx: Context): Promise<Section> {
       '',
       `Storage on ${root.description}:`,
       '',
-      '| run | first dump ms | second dump ms | ratio | reused | image bytes downloaded | disk space taken |',
-      '|---:|---:|---:|---:|---:|---:|---:|',
-      ...rows.map((r, i) => `| ${i + 1} | ${num(r.firstMs, 0)} | ${num(r.secondMs, 0)} | ${num(r.secondMs / r.firstMs, 3)} | ${r.reused} | ${r.downloadedBytes} | ${num(r.diskBytes / 1024, 0)} KiB |`)
+      '| run | first dump ms | second dump ms | ratio | CPU ms first | CPU ms second | CPU ratio | reused | image bytes downloaded | disk space taken |',
+      '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+      ...rows.map((r, i) => `| ${i + 1} | ${num(r.firstMs, 0)} | ${num(r.secondMs, 0)} | ${num(r.secondMs / r.firstMs, 3)} | ${num(r.firstCpu, 0)} | ${num(r.secondCpu, 0)} | ${num(r.secondCpu / r.firstCpu, 3)} | ${r.reused} | ${r.downloadedBytes} | ${num(r.diskBytes / 1024, 0)} KiB |`)
     )
   }
 
@@ -135,6 +149,7 @@ export async function redump (ctx: Context): Promise<Section> {
     body: [
       `- Origin: ${validating ? `${ctx.origins.description}; it sends ETag and Last-Modified and answers 304 to If-None-Match` : `the Node test origin's \`/png/<n>?etag=1\` (ETag, 304 to If-None-Match), since nginx is not here${ctx.origins.fallbackReason === undefined ? '' : ` (${ctx.origins.fallbackReason})`}`}.`,
       `- Per run, a fresh process, database and STORAGE_DIR: a warm-up dump of the same images under other URLs, then the feed (${Math.ceil(count / 4)} items × 4 URLs) twice, each timed from the request being sent to the last byte of the answer. The ratio is second ÷ first, per run.`,
+      '- CPU: the service process\'s user + system time over each dump (/proc/<pid>/stat, every thread), which moves much less than wall time on a shared machine.',
       '- Image bytes downloaded: the bytes of the second dump\'s images the answer does not mark reused. Disk space taken: the blocks of every distinct inode under STORAGE_DIR after the second dump minus before (a reused image is a hard link to the stored file: a directory entry, no data blocks).',
       '- The origin\'s answers are counted on the Node test origin over a first and a second dump of the same shape (nginx keeps no access log here).',
       ...tables

@@ -20,6 +20,13 @@ import { downloadKey } from './same-url.js'
 
 export function createRevalidation (urlValidators: UrlValidators, log: FastifyBaseLogger, userid: number, requestId: number) {
   let earlier = new Map<string, EarlierDownload>()
+  // each URL's download key, parsed once per run rather than at every step
+  const keys = new Map<string, string>()
+  const keyOf = (url: string): string => {
+    let key = keys.get(url)
+    if (key === undefined) keys.set(url, key = downloadKey(url))
+    return key
+  }
   // image → the row to write once its outcome is recorded
   const toRemember = new Map<number, ValidatorsEntry>()
 
@@ -28,7 +35,7 @@ export function createRevalidation (urlValidators: UrlValidators, log: FastifyBa
     async lookUp (urls: readonly string[]): Promise<void> {
       if (urls.length === 0) return
       try {
-        earlier = await urlValidators.lookup(userid, urls.map(downloadKey))
+        earlier = await urlValidators.lookup(userid, urls.map(keyOf))
       } catch (error) {
         log.warn({ err: error, requestId }, 'looking up earlier downloads failed; downloading every image')
       }
@@ -36,7 +43,7 @@ export function createRevalidation (urlValidators: UrlValidators, log: FastifyBa
 
     /** What `url` stored before, for a conditional request; undefined for a plain download. */
     before (url: string): EarlierDownload | undefined {
-      return earlier.get(downloadKey(url))
+      return earlier.get(keyOf(url))
     },
 
     /**
@@ -46,7 +53,7 @@ export function createRevalidation (urlValidators: UrlValidators, log: FastifyBa
      */
     fetched (imageId: number, url: string, outcome: FetchOutcome): void {
       if (outcome.status !== 'SUCCESS') return
-      const key = downloadKey(url)
+      const key = keyOf(url)
       if (!hasValidators(outcome.validators) && !earlier.has(key)) return
       toRemember.set(imageId, { url: key, validators: outcome.validators ?? {}, objectKey: outcome.path, requestId, imageId })
     },
