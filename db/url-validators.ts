@@ -47,8 +47,9 @@ const isCount = (n: unknown): n is number => typeof n === 'number' && Number.isS
  * their outcomes are recorded (plugins/dumps/dump-run.ts).
  *
  * A row is only trusted together with the outcome it names: the lookup joins its
- * dump_images row and takes only a SUCCESS, so a dump whose record was removed (retention,
- * DELETE) is never reused from; its row is simply overwritten by the next download.
+ * dump_images row and takes only a SUCCESS of a dump of the same user, so a dump whose
+ * record was removed (retention, DELETE) is never reused from; its row is simply
+ * overwritten by the next download.
  */
 export function createUrlValidators (db: Kysely<Database>, engine: Engine) {
   const upsert = engine === 'mysql'
@@ -67,6 +68,8 @@ export function createUrlValidators (db: Kysely<Database>, engine: Engine) {
       for (const keys of chunks([...byKey.keys()])) {
         const rows = await db.selectFrom('url_validators as v')
           .innerJoin('dump_images as d', (join) => join.onRef('d.request_id', '=', 'v.request_id').onRef('d.image_id', '=', 'v.image_id'))
+          // the user's own dump still: an id that came free (SQLite may hand out a deleted row's id again) names someone else's
+          .innerJoin('requests as r', (join) => join.onRef('r.id', '=', 'v.request_id').onRef('r.userid', '=', 'v.userid'))
           .select(['v.url_key', 'v.etag', 'v.last_modified', 'v.object_key', 'd.status', 'd.result'])
           .where('v.userid', '=', userid)
           .where('v.url_key', 'in', keys.map((hex) => Buffer.from(hex, 'hex')))

@@ -63,6 +63,13 @@ for (const engine of enginesUnderTest(t)) {
       t.equal((await validators.lookup(alice, ['http://x/none.png', 'http://x/failed.png', 'http://x/pending.png', 'http://x/removed.png'])).size, 0)
     })
 
+    t.test("an outcome of another user's dump is never offered, whatever the row names", async (t) => {
+      const bobs = await admit(bob)
+      await dumpImages.record(bobs, 0, [success(1)])
+      await validators.remember(alice, [entry('http://x/theirs.png', bobs, 1, '"t"')])
+      t.equal((await validators.lookup(alice, ['http://x/theirs.png'])).size, 0)
+    })
+
     t.test('a dump of more URLs than one statement takes is looked up and kept in slices', async (t) => {
       const id = await admit(alice)
       const ids = Array.from({ length: 1200 }, (_, i) => i + 1)
