@@ -136,8 +136,11 @@ for (const engine of enginesUnderTest(t)) {
       t.notOk('reused' in first, 'a downloaded image has no reused field')
       t.notOk(origin.of(path)[0]!.ifNoneMatch, 'the first request is unconditional')
 
+      const storedBytes = async (): Promise<number> => Number(/^image_dump_stored_bytes_total (\d+)/m.exec((await app.inject({ method: 'GET', url: '/metrics' })).body)![1])
+      const bytesBefore = await storedBytes()
       const answer = await dump(alice, [{ name: 'A', images: [origin.url(path)] }])
       const second = imagesOf(answer)[0]!
+      t.equal(await storedBytes(), bytesBefore, 'no bytes counted as stored again')
       const requests = origin.of(path)
       t.equal(requests.length, 2)
       t.match(requests[1], { ifNoneMatch: '"v1"', status: 304, bodyBytes: 0 }, 'the origin saw the stored ETag and sent no body')
