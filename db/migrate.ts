@@ -7,6 +7,7 @@ import * as dumpEvents from './migrations/005_dump_events_and_summaries.js'
 import * as sharedDownloads from './migrations/006_shared_downloads.js'
 import * as admissionNumbers from './migrations/007_admission_numbers.js'
 import * as storedObjects from './migrations/008_stored_objects.js'
+import * as urlValidators from './migrations/009_url_validators.js'
 
 // Migrations are imported, not read from a folder, so the same list runs from the
 // TypeScript sources (tests, dev) and from the compiled build.
@@ -18,7 +19,8 @@ const migrations: Record<string, Migration> = {
   '005_dump_events_and_summaries': dumpEvents,
   '006_shared_downloads': sharedDownloads,
   '007_admission_numbers': admissionNumbers,
-  '008_stored_objects': storedObjects
+  '008_stored_objects': storedObjects,
+  '009_url_validators': urlValidators
 }
 
 const provider: MigrationProvider = { getMigrations: async () => migrations }
