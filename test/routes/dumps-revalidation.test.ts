@@ -10,12 +10,10 @@ import t from 'tap'
 import { createHash } from 'node:crypto'
 import { createServer, type IncomingMessage } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { rm } from 'node:fs/promises'
-import { join } from 'node:path'
 import { buildTestApp, login, sampleUsers } from '../helpers/app.js'
 import { enginesUnderTest } from '../helpers/db.js'
 import { makeJpeg, makePng } from '../helpers/images.js'
-import { filesUnder, postDump, type TestItem } from '../helpers/dumps.js'
+import { postDump, type TestItem } from '../helpers/dumps.js'
 import { createDumpImages } from '../../db/dump-images.js'
 
 interface Resource {
@@ -29,6 +27,8 @@ interface Resource {
   always304?: boolean
   /** 302 to this path instead */
   redirectTo?: string
+  /** a conditional request is answered only once `open` resolves; `reached` is called when one arrives */
+  gate?: { reached: () => void, open: Promise<void> }
 }
 
 interface Seen {
@@ -70,18 +70,26 @@ function startValidatorOrigin () {
     }
     const inm = req.headers['if-none-match']
     const ims = req.headers['if-modified-since']
-    // RFC 9110 §13.1.2/§13.1.3: If-None-Match (weak comparison) decides when present
-    const strip = (tag: string): string => tag.replace(/^W\//, '')
-    const notModified = resource.always304 === true || ((resource.honours ?? true) && (inm !== undefined
-      ? resource.etag !== undefined && inm.split(',').map((tag) => strip(tag.trim())).includes(strip(resource.etag))
-      : ims !== undefined && resource.lastModified !== undefined && ims === resource.lastModified))
-    if (notModified) {
-      record(304)
-      res.writeHead(304, validators).end()
+    const answer = (): void => {
+      // RFC 9110 §13.1.2/§13.1.3: If-None-Match (weak comparison) decides when present
+      const strip = (tag: string): string => tag.replace(/^W\//, '')
+      const notModified = resource.always304 === true || ((resource.honours ?? true) && (inm !== undefined
+        ? resource.etag !== undefined && inm.split(',').map((tag) => strip(tag.trim())).includes(strip(resource.etag))
+        : ims !== undefined && resource.lastModified !== undefined && ims === resource.lastModified))
+      if (notModified) {
+        record(304)
+        res.writeHead(304, validators).end()
+        return
+      }
+      record(200, resource.bytes.length)
+      res.writeHead(200, { 'content-type': resource.contentType ?? 'image/png', 'content-length': resource.bytes.length, ...validators }).end(resource.bytes)
+    }
+    if (resource.gate !== undefined && (inm !== undefined || ims !== undefined)) {
+      resource.gate.reached()
+      void resource.gate.open.then(answer)
       return
     }
-    record(200, resource.bytes.length)
-    res.writeHead(200, { 'content-type': resource.contentType ?? 'image/png', 'content-length': resource.bytes.length, ...validators }).end(resource.bytes)
+    answer()
   })
   return new Promise<{ url: (path: string) => string, resources: Map<string, Resource>, seen: Seen[], of: (path: string) => Seen[], close: () => Promise<void> }>((resolve) => {
     server.listen(0, '127.0.0.1', () => {
@@ -112,7 +120,7 @@ let serial = 0
 
 for (const engine of enginesUnderTest(t)) {
   t.test(`${engine}: a URL stored before is revalidated`, async (t) => {
-    const { app, storageDir } = await buildTestApp(t, engine, env)
+    const { app } = await buildTestApp(t, engine, env)
     const alice = await login(app, sampleUsers.gold.username, sampleUsers.gold.password)
     const bob = await login(app, sampleUsers.silver.username, sampleUsers.silver.password)
     const get = (token: string, url: string) => app.inject({ method: 'GET', url, headers: { authorization: `Bearer ${token}` } })
@@ -122,6 +130,16 @@ for (const engine of enginesUnderTest(t)) {
       origin.resources.set(path, resource)
       return path
     }
+    const del = (token: string, url: string) => app.inject({ method: 'DELETE', url, headers: { authorization: `Bearer ${token}` } })
+    const useridOf = async (requestId: number): Promise<number> =>
+      (await app.persistence.db.selectFrom('requests').select('userid').where('id', '=', requestId).executeTakeFirstOrThrow()).userid
+    /** The objects in the store under a dump's folder (what was written for it), through the store. */
+    const objectsOf = async (requestId: number): Promise<string[]> => {
+      const keys: string[] = []
+      for await (const key of app.dumps.store.list(`${await useridOf(requestId)}/${requestId}/`)) keys.push(key)
+      return keys.sort()
+    }
+    const reusedCount = async (): Promise<number> => Number(/^image_dump_images_reused_total (\d+)/m.exec((await app.inject({ method: 'GET', url: '/metrics' })).body)?.[1] ?? 0)
     const dump = async (token: string, items: TestItem[]): Promise<Answer> => {
       const response = await postDump(app, token, 'json', items)
       if (response.statusCode !== 200) throw new Error(`dump: ${response.statusCode} ${response.body}`)
@@ -222,8 +240,8 @@ for (const engine of enginesUnderTest(t)) {
       t.notOk('reused' in second, 'not reused')
       t.same((await get(alice, second.location!)).rawPayload, after, 'the new bytes are served')
       t.same((await get(alice, `/v1/dumps/${first.requestId}/images/1`)).rawPayload, before, 'the earlier dump still serves its own bytes')
-      const files = (await filesUnder(storageDir)).filter((f) => f.includes(`/${answer.requestId}/`))
-      t.same(files.map((f) => f.split('/').at(-1)), ['1.jpg'], 'only the new file, no leftover of the earlier type')
+      t.same(await objectsOf(answer.requestId), [`${await useridOf(answer.requestId)}/${answer.requestId}/1.jpg`], 'one new object, of the new type')
+      t.equal((await objectsOf(first.requestId)).length, 1, 'the earlier object stays with its dump')
     })
 
     t.test('a 304 to a request without validators is a failure, not a reuse', async (t) => {
@@ -253,13 +271,15 @@ for (const engine of enginesUnderTest(t)) {
       t.match(again, { status: 'SUCCESS', reused: true }, 'her own download is reused the next time')
     })
 
-    t.test('an earlier file removed from the disk is downloaded again, unconditionally', async (t) => {
+    t.test('an earlier dump deleted, and its bytes with it, is downloaded again, unconditionally', async (t) => {
       const gone = makePng(509)
       const kept = makePng(510)
       const gonePath = serve({ bytes: gone, etag: '"g"' })
       const keptPath = serve({ bytes: kept, etag: '"k"' })
-      const first = await dump(alice, [{ name: 'R', images: [origin.url(gonePath), origin.url(keptPath)] }])
-      await rm(join(storageDir, (await filesUnder(storageDir)).find((f) => f.endsWith(`/${first.requestId}/1.png`))!))
+      const first = await dump(alice, [{ name: 'R', images: [origin.url(gonePath)] }])
+      await dump(alice, [{ name: 'S', images: [origin.url(keptPath)] }])
+      t.equal((await del(alice, `/v1/dumps/${first.requestId}`)).statusCode, 204)
+      t.same(await objectsOf(first.requestId), [], 'its object is removed from the store')
       const answer = await dump(alice, [{ name: 'R', images: [origin.url(gonePath), origin.url(keptPath)] }])
       const [again, reused] = imagesOf(answer)
       t.match(origin.of(gonePath)[1], { status: 200, bodyBytes: gone.length })
@@ -267,7 +287,57 @@ for (const engine of enginesUnderTest(t)) {
       t.match(again, { status: 'SUCCESS', sha256: sha256(gone) })
       t.notOk('reused' in again!, 'downloaded, not reused')
       t.same((await get(alice, again!.location!)).rawPayload, gone, 'and served')
-      t.match(reused, { status: 'SUCCESS', reused: true }, 'the other file is still there and reused')
+      t.match(reused, { status: 'SUCCESS', reused: true }, 'the bytes of the dump still there are reused')
+      t.same(await objectsOf(answer.requestId), [`${await useridOf(answer.requestId)}/${answer.requestId}/1.png`], 'one object written, for the download only')
+    })
+
+    t.test('a reused image is a reference: deleting the dump that stored the bytes keeps them', async (t) => {
+      const png = makePng(516)
+      const path = serve({ bytes: png, etag: '"ref"' })
+      const first = await dump(alice, [{ name: 'F', images: [origin.url(path)] }])
+      const second = await dump(alice, [{ name: 'F', images: [origin.url(path)] }])
+      t.match(imagesOf(second)[0], { status: 'SUCCESS', sha256: sha256(png), reused: true })
+      t.same(await objectsOf(second.requestId), [], 'nothing written for the reuse: no object, no link')
+      const earlierObjects = await objectsOf(first.requestId)
+      t.equal(earlierObjects.length, 1)
+      t.equal((await del(alice, `/v1/dumps/${first.requestId}`)).statusCode, 204)
+      t.same(await objectsOf(first.requestId), earlierObjects, 'the object stays, in the deleted dump\'s folder: the reuse references it')
+      const served = await get(alice, `/v1/dumps/${second.requestId}/images/1`)
+      t.equal(served.statusCode, 200)
+      t.same(served.rawPayload, png, 'the reused image is still served')
+      t.equal(served.headers.etag, `"${sha256(png)}"`, 'with the ETag of its bytes')
+      const third = imagesOf(await dump(alice, [{ name: 'F', images: [origin.url(path)] }]))[0]!
+      t.match(origin.of(path)[2], { ifNoneMatch: '"ref"', status: 304 }, 'the validators kept with the reuse are still used')
+      t.match(third, { status: 'SUCCESS', sha256: sha256(png), reused: true })
+    })
+
+    t.test('a reuse whose earlier dump is deleted before the reuse is recorded is downloaded again', async (t) => {
+      const png = makePng(517)
+      const path = serve({ bytes: png, etag: '"race"' })
+      const first = await dump(alice, [{ name: 'X', images: [origin.url(path)] }])
+      let reached!: () => void
+      let open!: () => void
+      const arrived = new Promise<void>((resolve) => { reached = resolve })
+      origin.resources.get(path)!.gate = { reached, open: new Promise<void>((resolve) => { open = resolve }) }
+      const reusedBefore = await reusedCount()
+      const running = dump(alice, [{ name: 'X', images: [origin.url(path)] }, { name: 'Y', images: [`${origin.url(path)}#twice`] }])
+      // the look-up found the earlier object; the origin holds its 304 until the earlier
+      // dump, the only one with these bytes, and its object are gone
+      await arrived
+      t.equal((await del(alice, `/v1/dumps/${first.requestId}`)).statusCode, 204)
+      t.same(await objectsOf(first.requestId), [], 'the deletion removed the object')
+      open()
+      const answer = await running
+      t.same(origin.of(path).map((seen) => [seen.ifNoneMatch ?? null, seen.status]), [[null, 200], ['"race"', 304], [null, 200]],
+        'revalidated (304), then downloaded again without validators')
+      for (const image of imagesOf(answer)) {
+        t.match(image, { status: 'SUCCESS', sha256: sha256(png) })
+        t.notOk('reused' in image, `image ${image.imageId}: downloaded, not reused`)
+        t.same((await get(alice, image.location!)).rawPayload, png, `image ${image.imageId} is served`)
+      }
+      t.match((await get(alice, `/v1/dumps/${answer.requestId}`)).json(), { status: 'SUCCESS', items: [{ images: [{ status: 'SUCCESS' }] }, { images: [{ status: 'SUCCESS' }] }] })
+      t.same(await objectsOf(answer.requestId), [`${await useridOf(answer.requestId)}/${answer.requestId}/1.png`], 'the bytes are stored again, once')
+      t.equal(await reusedCount(), reusedBefore, 'not counted as reused')
     })
 
     t.test('an earlier dump whose record was removed is not reused from', async (t) => {
