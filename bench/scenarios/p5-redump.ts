@@ -5,8 +5,8 @@
  * test origin's `/png/<n>?etag=1`). Per run, from a fresh process, database and
  * STORAGE_DIR, warmed by a dump of the same images under other URLs: the time of the
  * second dump ÷ the first, the images it reused, the image bytes it downloaded and the
- * disk space it took (distinct inodes' blocks, so a hard link to stored bytes costs only
- * its directory entry). The origin's own count of 200s and 304s comes from the same pair
+ * disk space it took (distinct inodes' blocks: a reused image points at the object already
+ * stored, so it should take none). The origin's own count of 200s and 304s comes from the same pair
  * of dumps against the Node test origin, which counts requests (nginx keeps no log here).
  */
 import { lstat, readdir } from 'node:fs/promises'
@@ -150,7 +150,7 @@ export async function redump (ctx: Context): Promise<Section> {
       `- Origin: ${validating ? `${ctx.origins.description}; it sends ETag and Last-Modified and answers 304 to If-None-Match` : `the Node test origin's \`/png/<n>?etag=1\` (ETag, 304 to If-None-Match), since nginx is not here${ctx.origins.fallbackReason === undefined ? '' : ` (${ctx.origins.fallbackReason})`}`}.`,
       `- Per run, a fresh process, database and STORAGE_DIR: a warm-up dump of the same images under other URLs, then the feed (${Math.ceil(count / 4)} items × 4 URLs) twice, each timed from the request being sent to the last byte of the answer. The ratio is second ÷ first, per run.`,
       '- CPU: the service process\'s user + system time over each dump (/proc/<pid>/stat, every thread), which moves much less than wall time on a shared machine.',
-      '- Image bytes downloaded: the bytes of the second dump\'s images the answer does not mark reused. Disk space taken: the blocks of every distinct inode under STORAGE_DIR after the second dump minus before (a reused image is a hard link to the stored file: a directory entry, no data blocks).',
+      '- Image bytes downloaded: the bytes of the second dump\'s images the answer does not mark reused. Disk space taken: the blocks of every distinct inode under STORAGE_DIR after the second dump minus before (a reused image points at the object already stored, by key: nothing is written for it).',
       '- The origin\'s answers are counted on the Node test origin over a first and a second dump of the same shape (nginx keeps no access log here).',
       ...tables
     ]
