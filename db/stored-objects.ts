@@ -13,17 +13,18 @@ export interface ObjectBytes {
   height?: number
 }
 
+// The key of the row a reuse inserts in place of an object that is gone; no object has it (contract.ts: keys are never empty).
+const GONE = ''
+
 /**
  * The `stored_objects` table's owner: one object per user and SHA-256, so identical bytes
  * are stored once per user. Its rows are written and removed only inside the transactions
  * of db/dump-images.ts (recording) and of a dump's removal, which lock them in the order
  * of their SHA-256: a removal and a recording of the same bytes are ordered by those row
  * locks on MySQL (by the single writer on SQLite), so a dump never points at an object
- * removed under it.
+ * removed under it. A reuse (an image pointing at bytes recorded before, after a 304) is
+ * checked under the same locks, in the same pass (claim).
  */
-// The key of the row a reuse inserts in place of an object that is gone; no object has it (contract.ts: keys are never empty).
-const GONE = ''
-
 export function createStoredObjects (engine: Engine) {
   const mysql = engine === 'mysql'
   const placeholders = (n: number): string => `${'?, '.repeat(n - 1)}?`
