@@ -8,16 +8,24 @@ import type { ImageResult } from '../schemas/dump.js'
  * Where the successes of a recording are stored: `keys` has the key of the object written
  * for each (by image id); `redundant` receives, once recorded, the keys of objects whose
  * bytes the user had already: the images point at the older object, and the caller removes these.
+ *
+ * A reused success (`reused`: the origin answered 304 to an earlier dump's validators) had
+ * no object written: it points at the user's object for its SHA-256, if the user still has
+ * one when it is recorded. If not (the dump that stored it was removed since the validators
+ * were looked up), it is not recorded: its image id lands in `gone`, for the caller to
+ * download again.
  */
 export interface Placement {
   keys: ReadonlyMap<number, string>
   redundant: string[]
+  gone?: number[]
 }
 
 /** An image's recorded outcome: its result without the id and URL, which the admission record holds. */
 export type RecordedOutcome = Omit<ImageResult, 'imageId' | 'url'> & { status: 'SUCCESS' | 'FAILURE' }
 
-function parseOutcome (row: { status: 'SUCCESS' | 'FAILURE', result: Buffer | string }): RecordedOutcome {
+/** A dump_images row's outcome, from either engine's representation of its result. */
+export function parseOutcome (row: { status: 'SUCCESS' | 'FAILURE', result: Buffer | string }): RecordedOutcome {
   // MySQL hands the bytes back; SQLite the text that was stored
   return { status: row.status, ...JSON.parse(typeof row.result === 'string' ? row.result : Buffer.from(row.result).toString('utf8')) }
 }
@@ -45,44 +53,70 @@ export function createDumpImages (db: Kysely<Database>, engine: Engine) {
      * With `placement`, each success names the object that holds its bytes: the user's
      * object for its SHA-256 (stored_objects), which is the one written for it unless the
      * user had those bytes already (content-addressed per user); then the new object's key
-     * lands in `placement.redundant`, for the caller to remove once this resolved.
+     * lands in `placement.redundant`, for the caller to remove once this resolved. A reused
+     * success points at the user's object for its SHA-256 as it is at this moment, under the
+     * same locks; one whose object is gone is left unrecorded and named in `placement.gone`.
      */
     async record (requestId: number, run: number, results: readonly ImageResult[], storedAs?: ReadonlyMap<number, number>, placement?: Placement): Promise<'recorded' | 'taken'> {
       if (results.length === 0) return 'recorded'
-      for (const { imageId, status } of results) {
+      for (const { imageId, status, reused } of results) {
         if (status === 'PENDING') throw new TypeError(`image ${imageId} has no outcome to record`)
+        if (reused === true && placement !== undefined && placement.gone === undefined) throw new TypeError(`image ${imageId} is a reuse: its placement needs \`gone\``)
       }
       const written = await requests.underRunLock(requestId, run, async (trx, userid) => {
         const objects: ObjectBytes[] = []
+        const reusing: string[] = []
         for (const result of results) {
-          const key = placement?.keys.get(result.imageId)
-          if (result.status !== 'SUCCESS' || key === undefined || result.sha256 === undefined) continue
+          if (result.status !== 'SUCCESS' || result.sha256 === undefined || placement === undefined) continue
+          if (result.reused === true) {
+            reusing.push(result.sha256)
+            continue
+          }
+          const key = placement.keys.get(result.imageId)
+          if (key === undefined) continue
           objects.push({ sha256: result.sha256, key, contentType: result.contentType ?? 'application/octet-stream', bytes: result.bytes ?? 0, width: result.width, height: result.height })
         }
-        const owners = await storedObjects.claim(trx, userid, objects)
+        // the objects of reuses are checked (and locked) with those claimed, in one pass in
+        // SHA-256 order: a removal of the same bytes waits for this recording or the other way round
+        const owners = await storedObjects.claim(trx, userid, objects, reusing)
+        const gone: number[] = []
+        const params: unknown[] = []
+        let rows = 0
         // numbered after the last recorded outcome: the run lock keeps anyone else from
         // recording for this dump meanwhile, so the numbers only grow
         const last = await trx.selectFrom('dump_images').select((eb) => eb.fn.max('seq').as('seq'))
           .where('request_id', '=', requestId).executeTakeFirst()
         const first = Number(last?.seq ?? 0) + 1
-        const params: unknown[] = []
-        results.forEach(({ imageId, url: _url, status, ...rest }, index) => {
+        for (const { imageId, url: _url, status, ...rest } of results) {
           const sha256 = status === 'SUCCESS' ? rest.sha256 ?? null : null
-          const key = sha256 === null || placement?.keys.has(imageId) !== true ? null : owners.get(sha256) ?? null
-          params.push(requestId, imageId, status, JSON.stringify(rest), first + index, storedAs?.get(imageId) ?? null, sha256, key)
-        })
+          let key: string | null
+          if (sha256 !== null && rest.reused === true && placement !== undefined) {
+            key = owners.get(sha256) ?? null
+            // its object was removed since: no row points at a removed object
+            if (key === null) {
+              gone.push(imageId)
+              continue
+            }
+          } else {
+            key = sha256 === null || placement?.keys.has(imageId) !== true ? null : owners.get(sha256) ?? null
+          }
+          params.push(requestId, imageId, status, JSON.stringify(rest), first + rows++, storedAs?.get(imageId) ?? null, sha256, key)
+        }
         // Written out rather than built with kysely: the builder makes a frozen node per value
         // and compiles them at every call, about a third of the recording's cost at full speed
         // (BENCHMARKS.md, "Recording outcomes"); the statement only varies in its row count.
-        await trx.executeQuery(CompiledQuery.raw(
-          `INSERT INTO dump_images (request_id, image_id, status, result, seq, stored_as, sha256, object_key) VALUES ${'(?, ?, ?, ?, ?, ?, ?, ?), '.repeat(results.length - 1)}(?, ?, ?, ?, ?, ?, ?, ?) ${onDuplicate}`,
-          params))
+        if (rows > 0) {
+          await trx.executeQuery(CompiledQuery.raw(
+            `INSERT INTO dump_images (request_id, image_id, status, result, seq, stored_as, sha256, object_key) VALUES ${'(?, ?, ?, ?, ?, ?, ?, ?), '.repeat(rows - 1)}(?, ?, ?, ?, ?, ?, ?, ?) ${onDuplicate}`,
+            params))
+        }
         // the objects written for bytes the user had already: no row points at them
         const kept = new Set(owners.values())
-        return [...new Set(objects.map((object) => object.key))].filter((key) => !kept.has(key))
+        return { redundant: [...new Set(objects.map((object) => object.key))].filter((key) => !kept.has(key)), gone }
       })
       if (written === 'taken') return 'taken'
-      placement?.redundant.push(...written)
+      placement?.redundant.push(...written.redundant)
+      placement?.gone?.push(...written.gone)
       return 'recorded'
     },
 

@@ -7,6 +7,7 @@ import * as dumpEvents from './migrations/005_dump_events_and_summaries.js'
 import * as sharedDownloads from './migrations/006_shared_downloads.js'
 import * as admissionNumbers from './migrations/007_admission_numbers.js'
 import * as storedObjects from './migrations/008_stored_objects.js'
+import * as urlValidators from './migrations/009_url_validators.js'
 import * as runBy from './migrations/010_run_by.js'
 
 // Migrations are imported, not read from a folder, so the same list runs from the
@@ -20,6 +21,7 @@ const migrations: Record<string, Migration> = {
   '006_shared_downloads': sharedDownloads,
   '007_admission_numbers': admissionNumbers,
   '008_stored_objects': storedObjects,
+  '009_url_validators': urlValidators,
   '010_run_by': runBy
 }
 

@@ -108,6 +108,23 @@ export interface LoginAttemptsTable {
   window_start: ColumnType<Date | string, Date | string, Date | string>
 }
 
+/**
+ * Per user and URL, the validators an origin sent with bytes the user stored, and which
+ * stored image they describe: what a later dump of the URL revalidates (db/url-validators.ts).
+ */
+export interface UrlValidatorsTable {
+  userid: number
+  /** SHA-256 of the URL as the dumps compare URLs (plugins/dumps/same-url.ts downloadKey) */
+  url_key: Buffer
+  /** the ETag header as the origin sent it (weak ones too); null when it sent none */
+  etag: string | null
+  /** the Last-Modified header as the origin sent it; null when it sent none */
+  last_modified: string | null
+  /** the image whose recorded outcome describes those bytes (its dump_images row, whose sha256 names the stored object) */
+  request_id: number
+  image_id: number
+}
+
 export interface Database {
   users: UsersTable
   authentication: AuthenticationTable
@@ -116,6 +133,7 @@ export interface Database {
   dump_images: DumpImagesTable
   stored_objects: StoredObjectsTable
   login_attempts: LoginAttemptsTable
+  url_validators: UrlValidatorsTable
 }
 
 export type User = Selectable<UsersTable>

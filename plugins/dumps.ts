@@ -3,6 +3,7 @@ import type { FastifyInstance } from 'fastify'
 import { createDumpImages } from '../db/dump-images.js'
 import { createRequests } from '../db/requests.js'
 import { createStoredObjects } from '../db/stored-objects.js'
+import { createUrlValidators } from '../db/url-validators.js'
 import { thisInstance } from '../lib/instance.js'
 import type { ObjectStore } from '../lib/object-store/contract.js'
 import { storeFromOptions } from '../lib/object-store/from-options.js'
@@ -88,6 +89,7 @@ export function createDumpsService (fastify: FastifyInstance, options: DumpsOpti
     store,
     requests,
     dumpImages,
+    urlValidators: createUrlValidators(db, engine),
     log: fastify.log,
     recording: options.recording,
     onRecorded: (requestId) => { recorded.emit(String(requestId)) },

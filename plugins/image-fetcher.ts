@@ -5,7 +5,7 @@
  * `createImageFetcher(options)` is the whole feature as a plain object, usable without
  * Fastify; the default export is the Fastify plugin that decorates `fastify.imageFetcher`
  * with one and closes it with the app. Every fetcher owns its undici Agent, its concurrency
- * semaphore and its timers: two fetchers (two apps) in one process share nothing.
+ * byte budget and its timers: two fetchers (two apps) in one process share nothing.
  *
  * It composes the parts in lib/download/, each of which documents its own decisions:
  * image-url.ts (which URLs), guarded-connector.ts (the SSRF guard), download.ts (redirects,
@@ -23,6 +23,12 @@
  * reads nothing more (undici stops reading its socket once it has buffered 64 KiB) and its
  * deadline does not run meanwhile (lib/download/deadline.ts).
  *
+ * Given what the same URL stored before (its validators and the object that holds its
+ * bytes), a download asks the origin whether it changed: a 304 makes the image a reuse of
+ * that object, by key, with nothing written; anything else is downloaded as usual. Whether
+ * the object is still there when the reuse is recorded is the recording's to check
+ * (db/dump-images.ts): the database orders it against a removal.
+ *
  * close() aborts queued and in-flight downloads (they end as INTERRUPTED, their unfinished
  * objects aborted), then destroys the Agent. In a Fastify app it runs from onClose, after
  * the server has let in-flight requests finish. A FetchGroup does the same for the
@@ -37,6 +43,7 @@ import { createGuardedConnector } from '../lib/download/guarded-connector.js'
 import { checkAddress, parseImageUrl } from '../lib/download/image-url.js'
 import { createByteBudget, type Lease } from '../lib/download/byte-budget.js'
 import type { Deadline } from '../lib/download/deadline.js'
+import { hasValidators, type Validators } from '../lib/download/validators.js'
 import { createImageWriter, type ResponseBody } from '../lib/download/write-image.js'
 import path from 'node:path'
 import { UnsafeObjectKeyError } from '../lib/object-store/contract.js'
@@ -81,10 +88,26 @@ export interface ImageFetcherOptions extends StoreOptions {
   userAgent?: string
 }
 
+/**
+ * A success says what was stored and the validators the origin sent with it (to keep for
+ * the next time); `reused` when the origin answered 304 and the earlier bytes stand.
+ */
 export type FetchOutcome =
-  // `path`: the key of the object that holds the bytes
-  | { status: 'SUCCESS', path: string, contentType: string, bytes: number, sha256: string, width?: number, height?: number }
+  // `path`: the key of the object that holds the bytes (the earlier one when reused)
+  | { status: 'SUCCESS', path: string, contentType: string, bytes: number, sha256: string, width?: number, height?: number, reused?: true, validators?: Validators }
   | { status: 'FAILURE', error: ImageError }
+
+/** Bytes stored before for the same URL, with the validators they came with. */
+export interface StoredBefore {
+  validators: Validators
+  /** the key of the user's object that holds them */
+  objectKey: string
+  contentType: string
+  bytes: number
+  sha256: string
+  width?: number
+  height?: number
+}
 
 /** A download as `observe` tells it. */
 export interface DownloadObservation {
@@ -254,9 +277,9 @@ export function createImageFetcher (options: ImageFetcherOptions) {
   const listeners = new Set<(download: DownloadObservation) => void>()
 
   /** A download's outcome, told to the listeners when it got as far as the network. */
-  async function run (rawUrl: string, target: FetchTarget, group: FetchGroup | undefined): Promise<FetchOutcome> {
+  async function run (rawUrl: string, target: FetchTarget, group: FetchGroup | undefined, before: StoredBefore | undefined): Promise<FetchOutcome> {
     const timing: { startedAt?: number } = {}
-    const outcome = await attempt(rawUrl, target, group, timing)
+    const outcome = await attempt(rawUrl, target, group, before, timing)
     if (timing.startedAt !== undefined) {
       const observation = { outcome, seconds: (performance.now() - timing.startedAt) / 1000 }
       for (const listener of listeners) listener(observation)
@@ -264,7 +287,19 @@ export function createImageFetcher (options: ImageFetcherOptions) {
     return outcome
   }
 
-  async function attempt (rawUrl: string, target: FetchTarget, group: FetchGroup | undefined, timing: { startedAt?: number }): Promise<FetchOutcome> {
+  /** Downloads into `target`, or (with `before`, and a 304) reuses the earlier object; throws a FetchFailure. */
+  async function fetchInto (url: URL, target: FetchTarget, controller: AbortController, before: StoredBefore | undefined): Promise<FetchOutcome> {
+    const asked = before !== undefined && hasValidators(before.validators) ? before : undefined
+    const got = await download(url, target, controller, asked?.validators)
+    if (got.notModified) {
+      const { validators, objectKey, ...described } = asked!
+      // a 304 may bring validators of its own (RFC 9110 §15.4.5); they replace those sent
+      return { status: 'SUCCESS', ...described, path: objectKey, reused: true, validators: { ...validators, ...got.validators } }
+    }
+    return { status: 'SUCCESS', ...got.stored, ...(hasValidators(got.validators) ? { validators: got.validators } : {}) }
+  }
+
+  async function attempt (rawUrl: string, target: FetchTarget, group: FetchGroup | undefined, before: StoredBefore | undefined, timing: { startedAt?: number }): Promise<FetchOutcome> {
     try {
       if (closing) throw failure('INTERRUPTED', 'the image fetcher is closed')
       if (group?.aborted === true) throw failure('INTERRUPTED', 'the download was stopped before it started')
@@ -288,7 +323,7 @@ export function createImageFetcher (options: ImageFetcherOptions) {
       // from here on the time is the download's own, not the wait for a slot
       timing.startedAt = performance.now()
       try {
-        return { status: 'SUCCESS', ...await download(url, resolved, controller) }
+        return await fetchInto(url, resolved, controller, before)
       } finally {
         inFlight.delete(controller)
         group?.track(controller, false)
@@ -308,10 +343,11 @@ export function createImageFetcher (options: ImageFetcherOptions) {
     /**
      * Downloads `url` into the object `<target.dir>/<target.name>.<ext>`. Never rejects:
      * every failure is a FAILURE outcome with the SPEC's error shape. With a `group`, the
-     * group's abort() stops it too.
+     * group's abort() stops it too. With `before` (what this URL stored earlier), the
+     * request is conditional, and a 304 reuses the earlier object (`reused` in the outcome).
      */
-    fetchImage (url: string, target: FetchTarget, group?: FetchGroup): Promise<FetchOutcome> {
-      const outcome = run(url, target, group)
+    fetchImage (url: string, target: FetchTarget, group?: FetchGroup, before?: StoredBefore): Promise<FetchOutcome> {
+      const outcome = run(url, target, group, before)
       pending.add(outcome)
       void outcome.finally(() => pending.delete(outcome))
       return outcome

@@ -60,6 +60,7 @@ export function createMetrics (fastify: FastifyInstance) {
     registers
   })
   const bytes = new Counter({ name: name('stored_bytes_total'), help: 'Bytes of the images stored.', registers })
+  const reused = new Counter({ name: name('images_reused_total'), help: 'Images whose origin answered 304 to the validators of an earlier dump: their stored bytes reused, nothing downloaded.', registers })
   const downloads = new Histogram({
     name: name('download_duration_seconds'),
     help: 'Time of one image download from leaving the queue to its outcome, redirects and retries included, by outcome.',
@@ -109,8 +110,9 @@ export function createMetrics (fastify: FastifyInstance) {
       started: () => running.inc(),
       image: (_requestId, result, downloaded) => {
         images.inc({ outcome: result.status, error_code: errorCodeOf(result) })
-        // a URL repeated in a dump is stored once
+        // a URL repeated in a dump is stored once, a reused image not again
         if (downloaded && result.status === 'SUCCESS' && result.bytes !== undefined) bytes.inc(result.bytes)
+        if (result.reused === true) reused.inc()
       },
       ended: (_requestId, result) => {
         running.dec()

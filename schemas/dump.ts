@@ -31,6 +31,11 @@ export const ImageResultSchema = Type.Object({
   /** as displayed (EXIF orientation applied), from the header; absent when it could not be read */
   width: Type.Optional(Type.Integer()),
   height: Type.Optional(Type.Integer()),
+  /**
+   * true when the origin answered 304 to validators from an earlier dump of this user: the
+   * bytes stored then are this image's, nothing was downloaded; absent when it was downloaded
+   */
+  reused: Type.Optional(Type.Boolean()),
   error: Type.Optional(ImageErrorSchema)
 })
 export type ImageResult = Static<typeof ImageResultSchema>

@@ -53,7 +53,9 @@ export const dumpResultExample: DumpResult = {
           location: '1/42/1.png',
           contentType: 'image/png',
           bytes: 48213,
-          sha256: '9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08'
+          sha256: '9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08',
+          // an earlier dump of this user stored the URL and the origin answered 304: not downloaded again
+          reused: true
         },
         { imageId: 2, url: 'https://example.com/b.png', status: 'FAILURE', error: { type: 'HTTP_ERROR', httpStatus: 404 } }
       ]

@@ -94,6 +94,10 @@ export interface DumpOutcome {
   ms: number
   images: number
   succeeded: number
+  /** images the answer marks reused (the origin answered 304 to the stored validators) */
+  reused: number
+  /** bytes of the successful images that were downloaded (not reused), once per image */
+  downloadedBytes: number
   /** a few failures, to say why a run is invalid */
   failures: unknown[]
 }
@@ -260,18 +264,22 @@ export async function startService (options: ServiceOptions): Promise<Service> {
         accept: 'application/json'
       }, body)
       if (res.status !== 200) throw new Error(`POST /v1/dumps answered ${res.status}: ${res.body.toString().slice(0, 500)}\n${output}`)
-      const result = JSON.parse(res.body.toString()) as { items: Array<{ images: Array<{ status: string, error?: unknown }> }> }
+      const result = JSON.parse(res.body.toString()) as { items: Array<{ images: Array<{ status: string, bytes?: number, reused?: boolean, error?: unknown }> }> }
       let images = 0
       let succeeded = 0
+      let reused = 0
+      let downloadedBytes = 0
       const failures: unknown[] = []
       for (const item of result.items) {
         for (const image of item.images) {
           images++
           if (image.status === 'SUCCESS') succeeded++
           else if (failures.length < 3) failures.push(image.error)
+          if (image.reused === true) reused++
+          else if (image.status === 'SUCCESS') downloadedBytes += image.bytes ?? 0
         }
       }
-      return { ms: res.ms, images, succeeded, failures }
+      return { ms: res.ms, images, succeeded, reused, downloadedBytes, failures }
     },
     memory () {
       return { peak: overTree(child.pid!, (pid) => statusKiB(pid, 'VmHWM')), rss: overTree(child.pid!, (pid) => statusKiB(pid, 'VmRSS')) }

@@ -1,9 +1,10 @@
 /**
  * P1 throughput: 2000 distinct ~20 KB PNGs from nginx, as one authenticated dump of
  * 500 items × 4 URLs against `curl --parallel --parallel-max 64` over the same URLs,
- * alternately, each into an empty folder. The service is warm (one identical dump first, per
- * worker: connections go to the workers in turn, so the measured dump may land on any)
- * and runs from a fresh process, database and STORAGE_DIR per run. Measured once per
+ * alternately, each into an empty folder. The service is warm (one dump of the same images
+ * first, under other URLs, per worker: connections go to the workers in turn, so the
+ * measured dump may land on any; the same URLs again would be revalidated, not downloaded,
+ * see P5) and runs from a fresh process, database and STORAGE_DIR per run. Measured once per
  * storage root: the temporary folder's disk, and a tmpfs when there is one.
  */
 import { rm } from 'node:fs/promises'
@@ -29,7 +30,7 @@ interface Row {
   curlCpu?: number
 }
 
-async function measure (ctx: Context, root: StorageRoot, urls: string[], body: string): Promise<Row[]> {
+async function measure (ctx: Context, root: StorageRoot, urls: string[], body: string, warmUp: string): Promise<Row[]> {
   const count = urls.length
   const rows: Row[] = []
   for (let run = 0; run < ctx.runs; run++) {
@@ -38,7 +39,7 @@ async function measure (ctx: Context, root: StorageRoot, urls: string[], body: s
       if (side === 'service') {
         await withService(ctx, {}, async (service) => {
           // one after another, so that each worker (taking connections in turn) warms up once
-          for (let w = 0; w < workersOf(service); w++) assertAllSucceeded('P1 warm-up', await service.dump(body), count)
+          for (let w = 0; w < workersOf(service); w++) assertAllSucceeded('P1 warm-up', await service.dump(warmUp), count)
           const cpu = service.cpuMs()
           const outcome = await service.dump(body)
           row.serviceCpu = (service.cpuMs() - cpu) / count
@@ -65,12 +66,13 @@ export async function throughput (ctx: Context): Promise<Section> {
   const count = ctx.smoke ? 40 : 2000
   const urls = range(count).map((n) => ctx.origins.small(n % ctx.origins.smallCount, n < ctx.origins.smallCount ? undefined : n))
   const body = jsonBatch(urls, 4)
+  const warmUp = jsonBatch(range(count).map((n) => ctx.origins.small(n % ctx.origins.smallCount, count + n)), 4)
   const kib = num(ctx.origins.smallBytes / 1024, 0)
   const headlines: Headline[] = []
   const tables: string[] = []
 
   for (const root of ctx.storage) {
-    const rows = await measure(ctx, root, urls, body)
+    const rows = await measure(ctx, root, urls, body, warmUp)
     const service = summarize(rows.map((r) => r.service))
     const paired = rows.filter((r): r is Row & { curl: number } => r.curl !== undefined)
     const curl = paired.length === 0 ? undefined : summarize(paired.map((r) => r.curl))
@@ -101,7 +103,7 @@ export async function throughput (ctx: Context): Promise<Section> {
     headlines,
     body: [
       `- Origin: ${ctx.origins.description}.${ctx.origins.fallbackReason === undefined ? '' : ` **${ctx.origins.fallbackReason}.**`}`,
-      `- Service: one \`POST /v1/dumps\` (JSON, ${Math.ceil(count / 4)} items × 4 URLs, ${num(body.length / 1024, 0)} KiB), timed from the request being sent to the last byte of the answer; a warm-up dump of the same batch first (one per worker); a fresh process tree, database and STORAGE_DIR per run.`,
+      `- Service: one \`POST /v1/dumps\` (JSON, ${Math.ceil(count / 4)} items × 4 URLs, ${num(body.length / 1024, 0)} KiB), timed from the request being sent to the last byte of the answer; a warm-up dump of the same images under other URLs first, one per worker (the same URLs would be revalidated, P5); a fresh process tree, database and STORAGE_DIR per run.`,
       ctx.curl === null
         ? `- Baseline skipped: ${ctx.curlSkipReason ?? 'curl not found'}.`
         : `- Baseline: \`curl ${curlArgs('urls.curlrc', 'empty-folder').join(' ')}\` (URLs as \`url = "…"\` lines in the config file), timed from process start to exit.`,

@@ -13,6 +13,10 @@
  *   `Retry-After` of more than 5 s on those makes the status final; a shorter one is
  *   honoured. Refused connections, DNS and TLS failures, timeouts and other statuses are
  *   final at once.
+ * - Revalidation: given the validators of bytes stored before, every request (each redirect
+ *   hop too: the validators belong to the URL as listed, whichever hop answers for it)
+ *   carries If-None-Match / If-Modified-Since, and a 304 is the answer "not modified":
+ *   nothing is written. A 304 to a request that carried no validators is an HTTP_ERROR.
  */
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Dispatcher } from 'undici'
@@ -21,12 +25,18 @@ import { startDeadline, type Deadline } from './deadline.js'
 import { DeadlineExceeded, FetchFailure, Interrupted, classifyNetworkError, failure } from './download-errors.js'
 import type { AddressPolicy } from './guarded-connector.js'
 import { checkAddress, parseImageUrl } from './image-url.js'
+import { conditionalHeaders, hasValidators, validatorsOf, type Validators } from './validators.js'
 import type { ImageWriter, ResponseBody, StoredImage } from './write-image.js'
 
 const MAX_RETRY_AFTER_MS = 5_000
 const BACKOFF_BASE_MS = 100
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308])
 const RETRY_STATUSES = new Set([429, 502, 503, 504])
+
+/** A download's result: the stored image, or (only when asked with validators) "not modified"; each with the response's validators. */
+export type Downloaded =
+  | { notModified: false, stored: StoredImage, validators: Validators }
+  | { notModified: true, validators: Validators }
 
 export interface DownloadOptions {
   /** the fetcher's undici Agent, with the guarded connector */
@@ -75,10 +85,14 @@ export function createDownloader (options: DownloadOptions) {
   /**
    * Downloads `first` into `target`. `controller` is the caller's: aborting it with an
    * Interrupted reason stops the download as INTERRUPTED; the deadline aborts it with
-   * DeadlineExceeded (TIMEOUT). Throws a FetchFailure on every failure.
+   * DeadlineExceeded (TIMEOUT). With `validators` (of bytes stored before), a
+   * 304 resolves as not modified. Throws a FetchFailure on every failure.
    */
-  return async function download (first: URL, target: StorageTarget, controller: AbortController): Promise<StoredImage> {
+  return async function download (first: URL, target: StorageTarget, controller: AbortController, validators?: Validators): Promise<Downloaded> {
     const { signal } = controller
+    // a 304 is "not modified" only when the request asked with validators
+    const conditional = hasValidators(validators)
+    const requestHeaders = conditional ? { ...headers, ...conditionalHeaders(validators) } : headers
     const deadline = startDeadline(timeoutMs, () => controller.abort(new DeadlineExceeded()))
 
     let url = first
@@ -105,7 +119,7 @@ export function createDownloader (options: DownloadOptions) {
             origin: url.origin,
             path: `${url.pathname}${url.search}`,
             method: 'GET',
-            headers,
+            headers: requestHeaders,
             signal
           })
         } catch (err) {
@@ -129,6 +143,11 @@ export function createDownloader (options: DownloadOptions) {
           continue
         }
 
+        if (status === 304 && conditional) {
+          await discard(res.body)
+          return { notModified: true, validators: validatorsOf(res.headers) }
+        }
+
         if (status < 200 || status > 299) {
           await discard(res.body)
           if (RETRY_STATUSES.has(status)) {
@@ -139,7 +158,8 @@ export function createDownloader (options: DownloadOptions) {
         }
 
         try {
-          return await writeImage(res.body, Number(headerValue(res.headers['content-length'])), target, signal, deadline)
+          const stored = await writeImage(res.body, Number(headerValue(res.headers['content-length'])), target, signal, deadline)
+          return { notModified: false, stored, validators: validatorsOf(res.headers) }
         } catch (err) {
           if (signal.aborted || err instanceof FetchFailure) throw err
           const f = classifyNetworkError(err, url)

@@ -16,6 +16,12 @@
  * its image points at the user's older object, and the object just written is removed
  * (db/dump-images.ts, record).
  *
+ * A URL the user stored before is revalidated (revalidation.ts): on a 304 the image points
+ * at the user's object for the earlier bytes, by key; nothing is written. Whether that
+ * object is still there is decided when the reuse is recorded, under the same row locks a
+ * removal takes (db/stored-objects.ts): a reuse whose object was removed in between is not
+ * recorded, and its URL is downloaded again.
+ *
  * A run that stops (taken over, database out of reach, service stopping) leaves its dump
  * incomplete, with the outcomes it recorded; the images without one are downloaded again
  * when the dump is resumed, which first removes any file they left.
@@ -24,6 +30,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Requests } from '../../db/requests.js'
 import type { DumpImages } from '../../db/dump-images.js'
+import type { UrlValidators } from '../../db/url-validators.js'
 import { createServiceError } from '../../lib/errors.js'
 import type { ObjectStore } from '../../lib/object-store/contract.js'
 import { dumpTarget } from '../../lib/storage-layout.js'
@@ -33,6 +40,7 @@ import { serializeDocument } from '../content-negotiation/xml-writer.js'
 import { FetchGroup, type ImageFetcher } from '../image-fetcher.js'
 import { createOutcomeRecorder, type OutcomeRecorder } from './outcome-recorder.js'
 import { completionOf, finalRecord, imageResult, imagesOf, withOutcomes } from './records.js'
+import { createRevalidation } from './revalidation.js'
 import { groupByDownload } from './same-url.js'
 
 /** The answer to a dump that could not be finished by this instance; it goes on, or will be resumed. */
@@ -82,7 +90,8 @@ export interface DumpObserver {
   /**
    * an image of it has its outcome (an interrupted download is none: the image stays
    * pending); `downloaded` is false for an image whose URL was downloaded for another image
-   * of the dump (its bytes are stored once, under that one)
+   * of the dump (its bytes are stored once, under that one), and for a reused image (the
+   * origin answered 304: its bytes were stored by an earlier dump)
    */
   image?: (requestId: number, result: ImageResult, downloaded: boolean) => void
   /** the run ended: with the dump's final record once it completed it, else undefined */
@@ -94,6 +103,7 @@ export interface DumpRunnerOptions {
   store: ObjectStore
   requests: Requests
   dumpImages: DumpImages
+  urlValidators: UrlValidators
   log: FastifyBaseLogger
   /** told after each batch of outcomes and the final record is written (the events stream wakes up) */
   onRecorded?: (requestId: number) => void
@@ -103,7 +113,7 @@ export interface DumpRunnerOptions {
 }
 
 export function createDumpRunner (options: DumpRunnerOptions) {
-  const { fetcher, store, requests, dumpImages, log, observer = {} } = options
+  const { fetcher, store, requests, dumpImages, urlValidators, log, observer = {} } = options
   const runs = new Map<number, DumpRun>()
   const executing = new Set<Promise<unknown>>()
 
@@ -128,16 +138,25 @@ export function createDumpRunner (options: DumpRunnerOptions) {
     const results = new Map<number, ImageResult>()
     // image → the image whose file holds its bytes, for the images whose URL was downloaded for another
     const storedAs = new Map<number, number>()
-    // image → the key of the object written for its bytes, for every success
+    // image → the key of the object written for its bytes, for every downloaded success
     const keys = new Map<number, string>()
+    // reused images whose object was removed before their reuse was recorded
+    const gone: number[] = []
+    const revalidation = createRevalidation(urlValidators, log, userid, requestId)
     const recorder = createOutcomeRecorder<ImageResult>({
       ...options.recording,
       write: async (batch) => {
-        const placement = { keys, redundant: [] as string[] }
+        const placement = { keys, redundant: [] as string[], gone: [] as number[] }
         if (await dumpImages.record(requestId, run.number, batch, storedAs, placement) === 'taken') {
           run.stop('taken')
           return
         }
+        const lost = new Set(placement.gone)
+        gone.push(...placement.gone)
+        const recorded = lost.size === 0 ? batch : batch.filter((result) => !lost.has(result.imageId))
+        // a reuse is told once recorded: until then its object may turn out to be gone
+        for (const result of recorded) if (result.reused === true) observer.image?.(requestId, result, false)
+        await revalidation.recorded(recorded)
         options.onRecorded?.(requestId)
         // bytes the user had already: the images point at the older object. One left
         // behind (the store failing now) is removed with its dump's folder later.
@@ -150,6 +169,36 @@ export function createDumpRunner (options: DumpRunnerOptions) {
       onError: (error) => { log.warn({ err: error, requestId }, 'recording image outcomes failed; trying again') }
     })
     run.recorder = recorder
+
+    /** Downloads (or, with `revalidate`, revalidates) the URL of a group of images once, and hands the outcome to each. */
+    async function fetchGroup (group: ImageResult[], revalidate: boolean): Promise<void> {
+      const first = group[0]!
+      const before = revalidate ? revalidation.before(first.url) : undefined
+      const outcome = await fetcher.fetchImage(first.url, dumpTarget(userid, requestId, first.imageId), run.group, before)
+      revalidation.fetched(first.imageId, first.url, outcome)
+      for (const image of group) {
+        const result = imageResult(requestId, image, outcome)
+        // a stopped download leaves its images pending, for the run that resumes the dump
+        if (interrupted(result)) return
+        if (outcome.status === 'SUCCESS') {
+          // a reuse wrote no object: it points at the user's object for its bytes
+          if (outcome.reused !== true) keys.set(image.imageId, outcome.path)
+          if (image !== first) storedAs.set(image.imageId, first.imageId)
+        }
+        results.set(image.imageId, result)
+        recorder.add(result)
+        if (result.reused !== true) observer.image?.(requestId, result, image === first)
+      }
+    }
+
+    async function flush (): Promise<void> {
+      if (run.stopped !== undefined) return
+      await recorder.flush().catch((error: unknown) => {
+        log.error({ err: error, requestId }, 'the image outcomes of a dump could not be recorded')
+        run.stop('unreachable')
+      })
+    }
+
     observer.started?.(requestId)
     let completed: DumpResult | undefined
     try {
@@ -157,27 +206,18 @@ export function createDumpRunner (options: DumpRunnerOptions) {
       // A URL that appears more than once is downloaded once, into the file of its first
       // image; the others get the same outcome (their own id and location) and no file:
       // their recorded outcome names the file that holds their bytes.
-      await Promise.all(groupByDownload(pending).map(async (group) => {
-        const first = group[0]!
-        const outcome = await fetcher.fetchImage(first.url, dumpTarget(userid, requestId, first.imageId), run.group)
-        for (const image of group) {
-          const result = imageResult(requestId, image, outcome)
-          // a stopped download leaves its images pending, for the run that resumes the dump
-          if (interrupted(result)) return
-          if (outcome.status === 'SUCCESS') {
-            keys.set(image.imageId, outcome.path)
-            if (image !== first) storedAs.set(image.imageId, first.imageId)
-          }
-          results.set(image.imageId, result)
-          recorder.add(result)
-          observer.image?.(requestId, result, image === first)
-        }
-      }))
-      if (run.stopped === undefined) {
-        await recorder.flush().catch((error: unknown) => {
-          log.error({ err: error, requestId }, 'the image outcomes of a dump could not be recorded')
-          run.stop('unreachable')
-        })
+      const groups = groupByDownload(pending)
+      await revalidation.lookUp(groups.map((group) => group[0]!.url))
+      await Promise.all(groups.map((group) => fetchGroup(group, true)))
+      await flush()
+      // Reuses whose object was removed between the look-up and their recording (the dump
+      // that stored it was deleted or retired meanwhile) were not recorded: their URLs are
+      // downloaded again, unconditionally, as if never stored.
+      if (gone.length > 0 && run.stopped === undefined) {
+        const again = new Set(gone.splice(0))
+        for (const imageId of again) results.delete(imageId)
+        await Promise.all(groupByDownload(pending.filter((image) => again.has(image.imageId))).map((group) => fetchGroup(group, false)))
+        await flush()
       }
       if (run.stopped !== undefined) throw notFinished(requestId, run.stopped)
       const done = withOutcomes(items, results)

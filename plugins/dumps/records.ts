@@ -44,7 +44,8 @@ export function imageResult (requestId: number, image: ImageResult, outcome: Fet
     bytes: outcome.bytes,
     sha256: outcome.sha256,
     // an image whose header could not be read is stored without them
-    ...(outcome.width === undefined || outcome.height === undefined ? {} : { width: outcome.width, height: outcome.height })
+    ...(outcome.width === undefined || outcome.height === undefined ? {} : { width: outcome.width, height: outcome.height }),
+    ...(outcome.reused === true ? { reused: true } : {})
   }
 }
 

@@ -3,6 +3,7 @@ import { connect } from '../../db/connect.js'
 import { migrateToLatest } from '../../db/migrate.js'
 import { createDumpImages } from '../../db/dump-images.js'
 import { createRequests } from '../../db/requests.js'
+import { createStoredObjects } from '../../db/stored-objects.js'
 import type { ImageResult } from '../../schemas/dump.js'
 import { createTestDatabase, enginesUnderTest } from '../helpers/db.js'
 
@@ -75,6 +76,27 @@ for (const engine of enginesUnderTest(t)) {
       t.same(await dumpImages.storedImage(id, 2), { status: 'SUCCESS', file: 2, sha256: 'ab'.repeat(32), contentType: 'image/png' }, 'an image of its own')
       t.equal(await dumpImages.storedImage(id, 4), undefined, 'no outcome yet')
       t.same((await dumpImages.outcomes(id)).get(3), { status: 'SUCCESS', location: '/v1/dumps/1/images/3', contentType: 'image/png', bytes: 30, sha256: 'ab'.repeat(32) }, 'the outcome shows nothing of it')
+    })
+
+    t.test('a reuse points at the user\'s object for its bytes while there is one, and is not recorded once it is gone', async (t) => {
+      const userid = Number(user.insertId)
+      const earlier = await admit()
+      const digest = (n: number): string => String(n).repeat(64).slice(0, 64)
+      const stored = (imageId: number, sha256: string, extra: Partial<ImageResult> = {}): ImageResult => ({ ...success(imageId), sha256, ...extra })
+      await dumpImages.record(earlier, 0, [stored(1, digest(1)), stored(2, digest(2))], undefined, { keys: new Map([[1, `${userid}/${earlier}/1.png`], [2, `${userid}/${earlier}/2.png`]]), redundant: [] })
+      // as a removal forgets an object the user no longer references
+      await createStoredObjects(engine).forget(db, userid, [digest(2)])
+
+      const id = await admit()
+      const placement = { keys: new Map([[3, `${userid}/${id}/3.png`]]), redundant: [] as string[], gone: [] as number[] }
+      t.equal(await dumpImages.record(id, 0, [stored(1, digest(1), { reused: true }), stored(2, digest(2), { reused: true }), stored(3, digest(3))], undefined, placement), 'recorded')
+      t.same(placement.gone, [2], 'the reuse whose object is gone is named')
+      t.same(await dumpImages.storedImage(id, 1), { status: 'SUCCESS', file: 1, key: `${userid}/${earlier}/1.png`, sha256: digest(1), contentType: 'image/png' }, 'the reuse points at the earlier object, by key, with the same SHA-256')
+      t.equal(await dumpImages.statusOf(id, 2), undefined, 'the other has no outcome: it is still to be downloaded')
+      t.equal((await dumpImages.storedImage(id, 3))?.key, `${userid}/${id}/3.png`, 'a download in the same batch is recorded as usual')
+      const objects = await db.selectFrom('stored_objects').select(['sha256', 'object_key']).where('userid', '=', userid).orderBy('sha256').execute()
+      t.same(objects, [{ sha256: digest(1), object_key: `${userid}/${earlier}/1.png` }, { sha256: digest(3), object_key: `${userid}/${id}/3.png` }], 'no object is made up for the bytes that are gone')
+      await t.rejects(dumpImages.record(id, 0, [stored(4, digest(1), { reused: true })], undefined, { keys: new Map(), redundant: [] }), TypeError, 'a reuse needs somewhere to say it is gone')
     })
 
     t.test('an image without an outcome cannot be recorded', async (t) => {

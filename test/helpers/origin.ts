@@ -17,6 +17,7 @@
  * | path | response |
  * |---|---|
  * | `/png/<n>[?bytes=N or ?kb=K]` | `makePng(n)` (padded to exactly N bytes / K KiB when given), Content-Length set |
+ * | `/png/<n>?etag=1[&bytes=N]` | the same with an ETag, and 304 (no body) to an If-None-Match that names it |
  * | `/jpeg/<n>` | `makeJpeg(n)` |
  * | `/gif`, `/webp`, `/avif`, `/bmp`, `/tiff` | the fixtures from `images.ts` |
  * | `/svg` | an SVG document, served as image/svg+xml (not an image here) |
@@ -205,8 +206,16 @@ export async function startOrigin (options: OriginOptions = {}): Promise<Origin>
     const [route, a, b, c] = parts
 
     switch (route) {
-      case 'png':
-        return png(res, integer(a, 1), q.has('kb') ? integer(q.get('kb'), 0) * 1024 : q.has('bytes') ? integer(q.get('bytes'), 0) : undefined)
+      case 'png': {
+        const bytes = q.has('kb') ? integer(q.get('kb'), 0) * 1024 : q.has('bytes') ? integer(q.get('bytes'), 0) : undefined
+        if (!q.has('etag')) return png(res, integer(a, 1), bytes)
+        const etag = `"png-${integer(a, 1)}-${bytes ?? 'plain'}"`
+        if (req.headers['if-none-match'] === etag) {
+          res.writeHead(304, { etag }).end()
+          return
+        }
+        return send(res, 200, 'image/png', makePng(integer(a, 1), bytes === undefined ? {} : { bytes }), { etag })
+      }
       case 'jpeg':
         return send(res, 200, 'image/jpeg', makeJpeg(integer(a, 1)))
       case 'gif':

@@ -13,11 +13,11 @@ for (const engine of enginesUnderTest(t)) {
     const { db } = connect(database.url)
     t.teardown(() => db.destroy())
 
-    t.same(await migrateToLatest(db), ['001_initial', '002_exact_usernames_and_login_attempts', '003_idempotency_keys', '004_image_outcomes', '005_dump_events_and_summaries', '006_shared_downloads', '007_admission_numbers', '008_stored_objects', '010_run_by'], 'the first run applies every migration')
+    t.same(await migrateToLatest(db), ['001_initial', '002_exact_usernames_and_login_attempts', '003_idempotency_keys', '004_image_outcomes', '005_dump_events_and_summaries', '006_shared_downloads', '007_admission_numbers', '008_stored_objects', '009_url_validators', '010_run_by'], 'the first run applies every migration')
     t.same(await migrateToLatest(db), [], 'a second run has nothing to do')
 
     const tables = (await db.introspection.getTables()).map((table) => table.name).sort()
-    t.same(tables, ['authentication', 'dump_images', 'login_attempts', 'requests', 'stored_objects', 'tokens', 'users'])
+    t.same(tables, ['authentication', 'dump_images', 'login_attempts', 'requests', 'stored_objects', 'tokens', 'url_validators', 'users'])
     const columns = Object.fromEntries((await db.introspection.getTables()).map((table) => [table.name, table.columns.map((c) => c.name).sort()]))
     t.same(columns.users, ['plan', 'userid', 'username'])
     t.same(columns.authentication, ['passwordhash', 'userid'])
@@ -25,6 +25,7 @@ for (const engine of enginesUnderTest(t)) {
     t.same(columns.requests, ['batch_sha256', 'created_at', 'data', 'dataformat', 'deleted', 'failed', 'heartbeat_at', 'id', 'idempotency_key', 'images', 'outcome', 'resumes', 'retry_of', 'run_by', 'status', 'succeeded', 'user_seq', 'userid'])
     t.same(columns.dump_images, ['image_id', 'object_key', 'request_id', 'result', 'seq', 'sha256', 'status', 'stored_as'])
     t.same(columns.stored_objects, ['bytes', 'content_type', 'height', 'object_key', 'sha256', 'userid', 'width'])
+    t.same(columns.url_validators, ['etag', 'image_id', 'last_modified', 'request_id', 'url_key', 'userid'])
     t.same(columns.login_attempts, ['attempts', 'throttle_key', 'window_start'])
 
     const user = await db.insertInto('users').values({ username: 'u', plan: 'gold' }).executeTakeFirstOrThrow()
@@ -70,7 +71,7 @@ for (const engine of enginesUnderTest(t)) {
       const connections = [connect(database.url), connect(database.url), connect(database.url)]
       t.teardown(() => Promise.all(connections.map(({ db }) => db.destroy())))
       const applied = await Promise.all(connections.map(({ db }) => migrateToLatest(db)))
-      t.same(applied.flat(), ['001_initial', '002_exact_usernames_and_login_attempts', '003_idempotency_keys', '004_image_outcomes', '005_dump_events_and_summaries', '006_shared_downloads', '007_admission_numbers', '008_stored_objects', '010_run_by'], 'exactly one instance applied the migrations')
+      t.same(applied.flat(), ['001_initial', '002_exact_usernames_and_login_attempts', '003_idempotency_keys', '004_image_outcomes', '005_dump_events_and_summaries', '006_shared_downloads', '007_admission_numbers', '008_stored_objects', '009_url_validators', '010_run_by'], 'exactly one instance applied the migrations')
     })
   }
 
