@@ -4,8 +4,8 @@
  *
  * `createImageFetcher(options)` is the whole feature as a plain object, usable without
  * Fastify; the default export is the Fastify plugin that decorates `fastify.imageFetcher`
- * with one and closes it with the app. Every fetcher owns its undici Agent, its concurrency
- * byte budget and its timers: two fetchers (two apps) in one process share nothing.
+ * with one and closes it with the app. Every fetcher owns its undici Agent, its byte budget
+ * and its timers: two fetchers (two apps) in one process share nothing.
  *
  * It composes the parts in lib/download/, each of which documents its own decisions:
  * image-url.ts (which URLs), guarded-connector.ts (the SSRF guard), download.ts (redirects,
