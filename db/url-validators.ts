@@ -1,21 +1,8 @@
 import { createHash } from 'node:crypto'
 import { CompiledQuery, type Kysely } from 'kysely'
 import { parseOutcome } from './dump-images.js'
-import type { Validators } from '../lib/download/validators.js'
+import type { StoredBefore, Validators } from '../lib/download/validators.js'
 import type { Database, Engine } from './schema.js'
-
-/** The bytes a user stored for a URL before, as a later dump of the URL may reuse them. */
-export interface EarlierDownload {
-  validators: Validators
-  /** the key of the user's object that holds the bytes (stored_objects) */
-  objectKey: string
-  /** what the earlier outcome said of the bytes */
-  contentType: string
-  bytes: number
-  sha256: string
-  width?: number
-  height?: number
-}
 
 /** One row to write: the image of `requestId` whose outcome (just recorded) holds the bytes of `url`. */
 export interface ValidatorsEntry {
@@ -62,8 +49,8 @@ export function createUrlValidators (db: Kysely<Database>, engine: Engine) {
      * What the user stored before for each of `urls` (download keys) that has validators
      * and a recorded success behind them; one query per 500 URLs.
      */
-    async lookup (userid: number, urls: readonly string[]): Promise<Map<string, EarlierDownload>> {
-      const found = new Map<string, EarlierDownload>()
+    async lookup (userid: number, urls: readonly string[]): Promise<Map<string, StoredBefore>> {
+      const found = new Map<string, StoredBefore>()
       const byKey = new Map<string, string>()
       for (const url of urls) byKey.set(urlKey(url).toString('hex'), url)
       for (const keys of chunks([...byKey.keys()])) {

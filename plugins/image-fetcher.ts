@@ -43,7 +43,7 @@ import { createGuardedConnector } from '../lib/download/guarded-connector.js'
 import { checkAddress, parseImageUrl } from '../lib/download/image-url.js'
 import { createByteBudget, type Lease } from '../lib/download/byte-budget.js'
 import type { Deadline } from '../lib/download/deadline.js'
-import { hasValidators, type Validators } from '../lib/download/validators.js'
+import { hasValidators, type StoredBefore, type Validators } from '../lib/download/validators.js'
 import { createImageWriter, type ResponseBody } from '../lib/download/write-image.js'
 import path from 'node:path'
 import { UnsafeObjectKeyError } from '../lib/object-store/contract.js'
@@ -52,6 +52,7 @@ import { checkObjectKey } from '../lib/object-store/keys.js'
 import { objectKey, type StorageTarget } from '../lib/storage-layout.js'
 import type { ImageError } from '../schemas/dump.js'
 
+export type { StoredBefore } from '../lib/download/validators.js'
 export { BlockedAddressError, createGuardedConnector, createGuardedLookup } from '../lib/download/guarded-connector.js'
 // for embedders: the store the options take, and the file-system one `storageDir` stands for
 export { createFileStore } from '../lib/object-store/file-store.js'
@@ -96,18 +97,6 @@ export type FetchOutcome =
   // `path`: the key of the object that holds the bytes (the earlier one when reused)
   | { status: 'SUCCESS', path: string, contentType: string, bytes: number, sha256: string, width?: number, height?: number, reused?: true, validators?: Validators }
   | { status: 'FAILURE', error: ImageError }
-
-/** Bytes stored before for the same URL, with the validators they came with. */
-export interface StoredBefore {
-  validators: Validators
-  /** the key of the user's object that holds them */
-  objectKey: string
-  contentType: string
-  bytes: number
-  sha256: string
-  width?: number
-  height?: number
-}
 
 /** A download as `observe` tells it. */
 export interface DownloadObservation {

@@ -37,3 +37,16 @@ export function conditionalHeaders (validators: Validators): Record<string, stri
     ...(validators.lastModified === undefined ? {} : { 'if-modified-since': validators.lastModified })
   }
 }
+
+/** Bytes a user stored before for a URL, with the validators they came with: what a 304 reuses. */
+export interface StoredBefore {
+  validators: Validators
+  /** the key of the user's object that holds the bytes (stored_objects) */
+  objectKey: string
+  /** what the earlier outcome said of the bytes */
+  contentType: string
+  bytes: number
+  sha256: string
+  width?: number
+  height?: number
+}

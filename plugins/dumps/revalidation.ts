@@ -12,14 +12,15 @@
  * are downloaded as if they had none; the dump goes on.
  */
 import type { FastifyBaseLogger } from 'fastify'
-import type { EarlierDownload, UrlValidators, ValidatorsEntry } from '../../db/url-validators.js'
+import type { UrlValidators, ValidatorsEntry } from '../../db/url-validators.js'
+import type { StoredBefore } from '../../lib/download/validators.js'
 import { hasValidators } from '../../lib/download/validators.js'
 import type { ImageResult } from '../../schemas/dump.js'
 import type { FetchOutcome } from '../image-fetcher.js'
 import { downloadKey } from './same-url.js'
 
 export function createRevalidation (urlValidators: UrlValidators, log: FastifyBaseLogger, userid: number, requestId: number) {
-  let earlier = new Map<string, EarlierDownload>()
+  let earlier = new Map<string, StoredBefore>()
   // each URL's download key, parsed once per run rather than at every step
   const keys = new Map<string, string>()
   const keyOf = (url: string): string => {
@@ -42,7 +43,7 @@ export function createRevalidation (urlValidators: UrlValidators, log: FastifyBa
     },
 
     /** What `url` stored before, for a conditional request; undefined for a plain download. */
-    before (url: string): EarlierDownload | undefined {
+    before (url: string): StoredBefore | undefined {
       return earlier.get(keyOf(url))
     },
 
