@@ -1,5 +1,5 @@
 import { createServiceError } from './errors.js'
-import { createSemaphore } from './download/semaphore.js'
+import { createSemaphore } from './semaphore.js'
 import { hashPasswordHash, verifyPasswordHash } from './password.js'
 
 export interface PasswordVerifierOptions {

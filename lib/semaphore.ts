@@ -2,8 +2,8 @@
  * A counting semaphore with a FIFO queue that can be emptied at once. Hand-written because
  * it is this small and `rejectAll` settles every waiter with one call, where a limiter that
  * merely drops its queue would leave them without an answer. The password verifier limits
- * argon2 with it; the image fetcher's downloads are limited by byte-budget.ts, which adds
- * a memory budget to the count.
+ * argon2 with it. (The image fetcher's downloads are limited by download/byte-budget.ts,
+ * which adds a memory budget to a count.)
  */
 export function createSemaphore (limit: number) {
   let active = 0

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { createSemaphore } from '../../../lib/download/semaphore.js'
+import { createSemaphore } from '../../lib/semaphore.js'
 
 /** Acquires and records, in `log`, the name once the slot is granted (or `name!` once refused). */
 function acquirer (semaphore: ReturnType<typeof createSemaphore>, log: string[]) {
