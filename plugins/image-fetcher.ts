@@ -10,8 +10,9 @@
  * It composes the parts in lib/download/, each of which documents its own decisions:
  * image-url.ts (which URLs), guarded-connector.ts (the SSRF guard), download.ts (redirects,
  * retries, the one deadline), write-image.ts (sniffing, hashing, limits, into an
- * ObjectSink), download-errors.ts (what each failure is called), byte-budget.ts (how many
- * downloads and how much memory); keys come from lib/storage-layout.ts.
+ * ObjectSink), download-errors.ts (what each failure is called), byte-budget.ts and
+ * reserving-writer.ts (how many downloads and how much memory), fetch-group.ts (stopping
+ * a dump's downloads together); keys come from lib/storage-layout.ts.
  *
  * Memory, not a slot count, is what limits downloads in flight (`memoryBytes`): a download
  * reserves START_RESERVATION_BYTES when it leaves the queue (a request waiting for its
@@ -42,9 +43,10 @@ import { FetchFailure, Interrupted, failure } from '../lib/download/download-err
 import { createGuardedConnector } from '../lib/download/guarded-connector.js'
 import { checkAddress, parseImageUrl } from '../lib/download/image-url.js'
 import { createByteBudget, type Lease } from '../lib/download/byte-budget.js'
-import type { Deadline } from '../lib/download/deadline.js'
+import { FetchGroup } from '../lib/download/fetch-group.js'
+import { START_RESERVATION_BYTES, createReservingWriter } from '../lib/download/reserving-writer.js'
 import { hasValidators, type StoredBefore, type Validators } from '../lib/download/validators.js'
-import { createImageWriter, type ResponseBody } from '../lib/download/write-image.js'
+import { createImageWriter } from '../lib/download/write-image.js'
 import path from 'node:path'
 import { UnsafeObjectKeyError } from '../lib/object-store/contract.js'
 import { storeFromOptions, type StoreOptions } from '../lib/object-store/from-options.js'
@@ -53,6 +55,8 @@ import { objectKey, type StorageTarget } from '../lib/storage-layout.js'
 import type { ImageError } from '../schemas/dump.js'
 
 export type { StoredBefore } from '../lib/download/validators.js'
+export { FetchGroup } from '../lib/download/fetch-group.js'
+export { IMAGE_HOLD_BYTES, START_RESERVATION_BYTES } from '../lib/download/reserving-writer.js'
 export { BlockedAddressError, createGuardedConnector, createGuardedLookup } from '../lib/download/guarded-connector.js'
 // for embedders: the store the options take, and the file-system one `storageDir` stands for
 export { createFileStore } from '../lib/object-store/file-store.js'
@@ -108,45 +112,10 @@ export interface DownloadObservation {
 /** Where an image goes: folder key `dir` (e.g. "1/42"), `name` without extension (e.g. "7"); its key is `<dir>/<name>.<ext>`. */
 export type FetchTarget = StorageTarget
 
-/**
- * Downloads that can be stopped together: `abort()` ends those in flight and those still
- * queued with the group as INTERRUPTED (temporary files removed), and any started with it
- * later. A set of controllers rather than one shared AbortSignal: a listener per image on
- * one signal makes every add and remove walk a list as long as the batch.
- */
-export class FetchGroup {
-  #aborted = false
-  readonly #inFlight = new Set<AbortController>()
-
-  get aborted (): boolean { return this.#aborted }
-
-  abort (): void {
-    this.#aborted = true
-    for (const controller of this.#inFlight) controller.abort(new Interrupted())
-  }
-
-  /** @internal the fetcher's: a download of this group started or ended */
-  track (controller: AbortController, inFlight: boolean): void {
-    if (inFlight) this.#inFlight.add(controller)
-    else this.#inFlight.delete(controller)
-  }
-}
-
 const DEFAULT_MAX_REDIRECTS = 5
 const DEFAULT_RETRIES = 2
 const DEFAULT_USER_AGENT = 'image-dump/0.1'
 export const DEFAULT_MEMORY_BYTES = 4 * 1024 * 1024
-/**
- * What a download reserves before its headers: its request, socket and parser. The headers
- * resize it at once; a download that then waits to grow may hold up to undici's buffer of
- * an unread response (64 KiB, its highWaterMark) meanwhile.
- */
-export const START_RESERVATION_BYTES = 16 * 1024
-/**
- * The most one download holds in memory: write-image.ts's batch of 128 KiB, the chunk that
- * crossed it (undici's chunks are at most 64 KiB) and what undici buffers meanwhile (64 KiB).
- */
-export const IMAGE_HOLD_BYTES = 256 * 1024
 
 function positiveInteger (name: string, value: unknown): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) {
@@ -191,6 +160,9 @@ export function createImageFetcher (options: ImageFetcherOptions) {
     positiveInteger('concurrency', options.concurrency))
   const blocked = options.allowPrivateNetworks ? null : (options.blockedAddress ?? isBlockedAddress)
 
+  // the lease of each download in flight, by its controller's signal
+  const { leases, writeImage: reserveThenWrite } = createReservingWriter(createImageWriter(store, maxImageBytes), maxImageBytes)
+
   const agent = new Agent({
     connections: perHost,
     headersTimeout: timeoutMs,
@@ -211,37 +183,6 @@ export function createImageFetcher (options: ImageFetcherOptions) {
     },
     writeImage: reserveThenWrite
   })
-
-  // The lease of each download in flight, by its controller's signal: the one thing
-  // download.ts hands the writer that identifies the download.
-  const leases = new WeakMap<AbortSignal, Lease>()
-  const writeImage = createImageWriter(store, maxImageBytes)
-
-  /** Sizes the download's reservation from its headers, waiting for memory if it must grow, then writes. */
-  async function reserveThenWrite (body: ResponseBody, declaredBytes: number, target: StorageTarget, signal: AbortSignal, deadline: Deadline) {
-    const lease = leases.get(signal)
-    const known = Number.isFinite(declaredBytes) && declaredBytes >= 0
-    // an image over the limit is refused by the writer before a byte is read: nothing to reserve
-    if (lease !== undefined && !(known && declaredBytes > maxImageBytes)) {
-      const want = known ? Math.min(declaredBytes, IMAGE_HOLD_BYTES) : IMAGE_HOLD_BYTES
-      if (want <= lease.bytes) {
-        await lease.resize(want)
-      } else {
-        deadline.pause()
-        try {
-          await lease.resize(want, signal)
-        } catch (err) {
-          // close(), the group or a dump's stop: the response is dropped unread
-          body.on('error', () => {})
-          body.destroy()
-          throw err
-        } finally {
-          deadline.resume()
-        }
-      }
-    }
-    return await writeImage(body, declaredBytes, target, signal)
-  }
 
   // close() sets `closing`, rejects the queue and aborts every controller in `inFlight`:
   // queued and in-flight downloads end as INTERRUPTED. A set rather than a listener per
