@@ -57,11 +57,12 @@ export function createImageWriter (store: ObjectStore, maxImageBytes: number) {
    * (TOO_LARGE, NOT_AN_IMAGE, IO), or what reading the body failed with (for the caller to
    * classify); the object is aborted then, leaving nothing.
    *
-   * Just enough is read to decide the type before the store is touched; the object is then
-   * created while reading goes on, and what arrived is handed over in batches of up to
-   * WRITE_BATCH_BYTES. On the file system a small image thus costs four calls (open,
-   * writev, close, rename) and no stream machinery; memory per image in flight stays
-   * bounded by the batch size.
+   * Just enough is read to decide the type before anything else; the bytes are gathered
+   * into a batch of up to WRITE_BATCH_BYTES. An image that ends within its first batch (most
+   * do) is stored at once with `put` (on the file system: one job for the store's writing
+   * thread, no stream machinery); a larger one is created as an object when its first
+   * batch is full and handed over batch by batch, each write awaited (back-pressure).
+   * Memory per image in flight stays bounded by the batch size.
    */
   async function writeImage (body: ResponseBody, declaredBytes: number, target: StorageTarget, signal: AbortSignal): Promise<StoredImage> {
     if (Number.isFinite(declaredBytes) && declaredBytes > maxImageBytes) {
@@ -85,15 +86,14 @@ export function createImageWriter (store: ObjectStore, maxImageBytes: number) {
       return found
     }
     const start = (found: SniffedType): void => {
-      creating = store.create(objectKey(target, found.ext), { contentType: found.contentType, signal })
-      // awaited later; until then a failure must not count as unhandled
-      creating.catch(() => {})
       header = createDimensionReader(found.ext)
       for (const seen of batch) header.push(seen)
     }
     const object = async (): Promise<ObjectSink> => {
       try {
-        sink ??= await creating!
+        // an image larger than one batch: its object is written as it arrives
+        creating ??= store.create(objectKey(target, type!.ext), { contentType: type!.contentType, signal })
+        sink ??= await creating
         return sink
       } catch (err) {
         if (signal.aborted) throw err
@@ -133,15 +133,26 @@ export function createImageWriter (store: ObjectStore, maxImageBytes: number) {
         start(type)
       }
       const dimensions = header!.finish()
-      if (batchBytes > 0) await flush()
-      const open = await object()
-      // the deadline or close() may have struck while the last bytes were being written
-      if (signal.aborted) throw signal.reason
-      try {
-        await open.commit()
-      } catch (err) {
-        if (signal.aborted) throw err
-        throw storeFailure(err)
+      if (creating === undefined) {
+        // every byte is in hand: the object is stored at once
+        if (signal.aborted) throw signal.reason
+        try {
+          await store.put(objectKey(target, type.ext), batch, batchBytes, { contentType: type.contentType, signal })
+        } catch (err) {
+          if (signal.aborted) throw err
+          throw storeFailure(err)
+        }
+      } else {
+        if (batchBytes > 0) await flush()
+        const open = await object()
+        // the deadline or close() may have struck while the last bytes were being written
+        if (signal.aborted) throw signal.reason
+        try {
+          await open.commit()
+        } catch (err) {
+          if (signal.aborted) throw err
+          throw storeFailure(err)
+        }
       }
       return { path: objectKey(target, type.ext), contentType: type.contentType, bytes, sha256: hash.digest('hex'), ...dimensions }
     } catch (err) {

@@ -52,6 +52,13 @@ export interface ObjectStore {
   readonly kind: 'file' | 's3'
   /** A new object under `key`, written through the sink; `signal` aborting it aborts the sink. */
   create (key: string, options: { contentType: string, signal?: AbortSignal }): Promise<ObjectSink>
+  /**
+   * Stores a whole object at once: `chunks` (`length` bytes in all) are all of its bytes.
+   * Visible only once complete, as through create(); for bytes already in hand it costs
+   * less (on the file system one job for a thread of its own, on S3 one PutObject).
+   * `signal` aborted before the object is stored leaves nothing.
+   */
+  put (key: string, chunks: readonly Buffer[], length: number, options: { contentType: string, signal?: AbortSignal }): Promise<void>
   /** Size and time of a complete object; undefined when there is none. */
   stat (key: string): Promise<ObjectInfo | undefined>
   /** The bytes of a complete object (or of `range` of it); undefined when there is none. */

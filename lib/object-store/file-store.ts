@@ -9,16 +9,20 @@
  * - Folders are made on first need and remembered (a bounded cache), so a batch of
  *   thousands of objects into one folder costs one mkdir rather than a failed open each;
  *   they are never removed (another object may be landing in one at that moment).
- * - The hot path (open, writev, close, rename; unlink for bytes stored already) goes through the callback API: no FileHandle
- *   object and no promise-backed request per call, which used less CPU per image in most of
- *   our measurements (bench/micro/fs-calls.ts, BENCHMARKS.md). A descriptor is a plain
- *   number here, so a sink takes care to close it exactly once.
+ * - An object whose bytes are all in hand (`put`: most images) is written by a thread of its
+ *   own (file-writer-thread.ts): the same four calls, with one hand-off per batch of files
+ *   instead of four per file through libuv's pool. Removals go the same way, one job each.
+ * - An object written as it arrives (`create`: an image larger than one write batch) goes
+ *   through the callback API (open, writev, close, rename): no FileHandle object and no promise-backed request per call, which used less
+ *   CPU per image in most of our measurements (bench/micro/fs-calls.ts, BENCHMARKS.md). A
+ *   descriptor is a plain number here, so a sink takes care to close it exactly once.
  */
 import fs, { promises as fsp } from 'node:fs'
 import path from 'node:path'
 import type { Readable } from 'node:stream'
 import { UnsafeObjectKeyError, type ByteRange, type ObjectInfo, type ObjectRead, type ObjectSink, type ObjectStore } from './contract.js'
 import { checkObjectKey, checkObjectPrefix } from './keys.js'
+import { createFileWriterThread } from './file-writer-thread.js'
 
 const PART_SUFFIX = '.part'
 const KNOWN_DIRS_CAP = 1024
@@ -43,10 +47,6 @@ function writeFile (fd: number, chunk: Buffer): Promise<number> {
 }
 function closeFile (fd: number): Promise<void> {
   return new Promise((resolve, reject) => fs.close(fd, (err) => { if (err === null || err === undefined) resolve(); else reject(err) }))
-}
-function unlinkFile (file: string): Promise<void> {
-  // a missing file is no error: removing is idempotent
-  return new Promise((resolve, reject) => fs.unlink(file, (err) => { if (err === null || isMissing(err)) resolve(); else reject(err) }))
 }
 function renameFile (from: string, to: string): Promise<void> {
   return new Promise((resolve, reject) => fs.rename(from, to, (err) => { if (err === null) resolve(); else reject(err) }))
@@ -78,6 +78,8 @@ export function createFileStore (dir: string): ObjectStore & { readonly root: st
   // Folders this store has made (or found) already. Bounded: past the cap the oldest
   // entries are forgotten, which only costs another mkdir.
   const knownDirs = new Map<string, Promise<void>>()
+  // started on the first put, stopped by close()
+  const writer = createFileWriterThread()
 
   function ensureDir (folder: string): Promise<void> {
     let made = knownDirs.get(folder)
@@ -171,6 +173,12 @@ export function createFileStore (dir: string): ObjectStore & { readonly root: st
       return sink
     },
 
+    async put (key: string, chunks: readonly Buffer[], length: number, options: { contentType: string, signal?: AbortSignal }): Promise<void> {
+      const file = fileOf(fileKey(key))
+      options.signal?.throwIfAborted()
+      await writer.write(file, chunks, length)
+    },
+
     async stat (key: string): Promise<ObjectInfo | undefined> {
       try {
         const stats = await fsp.stat(fileOf(fileKey(key)))
@@ -210,8 +218,8 @@ export function createFileStore (dir: string): ObjectStore & { readonly root: st
     async remove (keys: readonly string[]): Promise<void> {
       // every key is checked before anything is removed
       const files = keys.map((key) => fileOf(fileKey(key)))
-      // the callback API, as for writing: a re-dump of known bytes removes an object per image
-      await Promise.all(files.map(unlinkFile))
+      // on the writing thread, all in one job: a re-dump of known bytes removes an object per image
+      await writer.remove(files)
       // A folder left empty goes too (a removed dump's), but never the root. Only an empty
       // one can be removed; one being written into holds a `.part` file, and a writer that
       // meets its folder gone makes it again.
@@ -240,6 +248,7 @@ export function createFileStore (dir: string): ObjectStore & { readonly root: st
 
     async close (): Promise<void> {
       knownDirs.clear()
+      await writer.close()
     }
   }
 }

@@ -142,15 +142,29 @@ export function createS3Store (options: S3StoreOptions): S3Store {
   }
   const storeStart = prefix === '' ? '' : `${prefix}/`
 
+  async function create (key: string, options: { contentType: string, signal?: AbortSignal }): Promise<ObjectSink> {
+    const full = objectKey(key)
+    options.signal?.throwIfAborted()
+    return createS3Sink(client, { bucket, key: full, contentType: options.contentType, ...(options.signal === undefined ? {} : { signal: options.signal }), partSize, bufferBytes })
+  }
+
   return {
     kind: 's3',
     bucket,
     prefix,
 
-    async create (key: string, options: { contentType: string, signal?: AbortSignal }): Promise<ObjectSink> {
-      const full = objectKey(key)
-      options.signal?.throwIfAborted()
-      return createS3Sink(client, { bucket, key: full, contentType: options.contentType, ...(options.signal === undefined ? {} : { signal: options.signal }), partSize, bufferBytes })
+    create,
+
+    async put (key: string, chunks: readonly Buffer[], length: number, options: { contentType: string, signal?: AbortSignal }): Promise<void> {
+      // up to a part's size this is one PutObject, sent at commit (s3-sink.ts)
+      const sink = await create(key, options)
+      try {
+        await sink.write([...chunks], length)
+        await sink.commit()
+      } catch (err) {
+        await sink.abort().catch(() => {})
+        throw err
+      }
     },
 
     async stat (key: string): Promise<ObjectInfo | undefined> {

@@ -74,8 +74,9 @@ for (const engine of enginesUnderTest(t)) {
     const token = await tokenFor(first)
     const key = `killed-${engine}`
     const fast = Array.from({ length: 6 }, (_, i) => `/png/${i + 1}`)
-    // stalled mid-body the first time (a temporary file is left), whole when asked again
-    const stalled = Array.from({ length: 3 }, (_, i) => `/stall-once/${key}-${i + 1}?bytes=100&n=${i + 7}`)
+    // stalled mid-body the first time, past the first write batch (a temporary file is left),
+    // whole when asked again
+    const stalled = Array.from({ length: 3 }, (_, i) => `/stall-once/${key}-${i + 1}?bytes=140000&size=300000&n=${i + 7}`)
     const held = Array.from({ length: 2 }, (_, i) => `/held/${key}/png/${i + 10}`)
     origin.resetCounters()
     const dump = call(first, 'POST', '/v1/dumps', { authorization: `Bearer ${token}`, 'content-type': 'application/json' },

@@ -38,8 +38,8 @@
  * | `/gzip-bomb` | `Content-Encoding: gzip` of 10 MiB of zeros (about 10 KB on the wire) |
  * | `/no-headers` | reads the request and never answers |
  * | `/truncated` | Content-Length larger than the PNG it sends, then closes the connection |
- * | `/stall?bytes=B` | headers (Content-Length of a 4 KiB PNG) and its first B bytes (default 64), then nothing, connection open |
- * | `/stall-once/<key>?bytes=B` | the first request for `key` stalls like `/stall`, later ones get the whole 4 KiB PNG |
+ * | `/stall?bytes=B[&size=S]` | headers (Content-Length of a PNG of S bytes, default 4 KiB) and its first B bytes (default 64), then nothing, connection open |
+ * | `/stall-once/<key>?bytes=B[&size=S]` | the first request for `key` stalls like `/stall`, later ones get the whole PNG |
  * | `/held/<key>/png/<n>` | nothing until `release(key)` is called, then the PNG; once released, answers at once |
  * | `/held-body/<key>?bytes=N[&first=F]` | headers (Content-Length of `makePng(n)` padded to N bytes) and its first F bytes (default 64) at once, the rest once `release(key)` is called |
  * | `/files/<name>` | the bytes given to `serve(name, bytes)`, Content-Length set, served as application/octet-stream |
@@ -302,7 +302,7 @@ export async function startOrigin (options: OriginOptions = {}): Promise<Origin>
         return send(res, 200, 'image/png', gzipBomb, { 'content-encoding': 'gzip' })
       case 'stall':
       case 'stall-once': {
-        const body = makePng(n, { bytes: 4096 })
+        const body = makePng(n, { bytes: integer(q.get('size'), 4096) })
         if (route === 'stall-once') {
           const key = `${route}/${a ?? ''}`
           if (seenKeys.has(key)) return send(res, 200, 'image/png', body)

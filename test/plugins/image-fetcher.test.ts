@@ -587,13 +587,28 @@ t.test('the Fastify plugin', async (t) => {
   })
 })
 
+t.test('an image that ends within one write batch touches the storage only once it is whole', async (t) => {
+  const { fetcher, storageDir } = await harness(t)
+  const group = new FetchGroup()
+  // 4 KiB announced, 3000 bytes sent, then nothing: its type is known, its end is not
+  const stalled = fetcher.fetchImage(origin.url('/stall?bytes=3000&n=1'), { dir: '1/42', name: '1' }, group)
+  // another download of the same size that ends, on the same connection pool, after the stalled one has its bytes
+  await origin.waitForRequests(1)
+  t.match(await fetcher.fetchImage(origin.url('/png/2?bytes=4096'), { dir: '1/42', name: '2' }), { status: 'SUCCESS' })
+  t.same(await filesUnder(storageDir), ['1/42/2.png'], 'the stalled one has neither a file nor a temporary file')
+  group.abort()
+  t.match(await stalled, { status: 'FAILURE', error: { code: 'INTERRUPTED' } })
+  t.same(await filesUnder(storageDir), ['1/42/2.png'], 'and leaves none when stopped')
+})
+
 t.test('a FetchGroup stops its own downloads, in flight and queued, and no others', async (t) => {
   const { fetcher, storageDir } = await harness(t, { concurrency: 2 })
   const group = new FetchGroup()
   const target = (name: string) => ({ dir: '1/42', name })
   // one slot for the group's stalled download, one for a download of no group; the group's
   // second download waits in the queue
-  const stalled = fetcher.fetchImage(origin.url('/stall?bytes=100&n=1'), target('1'), group)
+  // more than one write batch arrives before the stall, so a temporary file is being written
+  const stalled = fetcher.fetchImage(origin.url('/stall?bytes=140000&size=300000&n=1'), target('1'), group)
   const other = fetcher.fetchImage(origin.url('/held/group/png/2'), target('2'))
   const queued = fetcher.fetchImage(origin.url('/png/3'), target('3'), group)
   await origin.waitForRequests(2)
@@ -606,7 +621,7 @@ t.test('a FetchGroup stops its own downloads, in flight and queued, and no other
   t.match(await stalled, { status: 'FAILURE', error: { type: 'INTERNAL_ERROR', code: 'INTERRUPTED' } }, 'in flight: stopped')
   t.match(await queued, { status: 'FAILURE', error: { code: 'INTERRUPTED' } }, 'queued: stopped without being sent')
   t.match(await fetcher.fetchImage(origin.url('/png/4'), target('4'), group), { status: 'FAILURE', error: { code: 'INTERRUPTED' } }, 'started after: stopped at once')
-  t.same(origin.paths, ['/stall?bytes=100&n=1', '/held/group/png/2'], 'neither reached the origin')
+  t.same(origin.paths, ['/stall?bytes=140000&size=300000&n=1', '/held/group/png/2'], 'neither reached the origin')
   origin.release('group')
   t.match(await other, { status: 'SUCCESS' }, 'a download of no group goes on')
   t.same(await filesUnder(storageDir), ['1/42/2.png'], 'the stopped one left no temporary file')

@@ -159,15 +159,43 @@ export function objectStoreContract (t: Test, makeStore: MakeStore): void {
     for (const key of unsafe) {
       const shown = JSON.stringify(key.slice(0, 20))
       t.type(await failureOf(store.create(key, { contentType: 'image/png' })), UnsafeObjectKeyError, `create ${shown}`)
+      t.type(await failureOf(store.put(key, [Buffer.from('x')], 1, { contentType: 'image/png' })), UnsafeObjectKeyError, `put ${shown}`)
       t.type(await failureOf(store.stat(key)), UnsafeObjectKeyError, `stat ${shown}`)
       t.type(await failureOf(store.read(key)), UnsafeObjectKeyError, `read ${shown}`)
     }
+    t.same(await keysOf(store, ''), ['1/1/1.png'], 'nothing was written for an unsafe key')
     t.type(await failureOf(store.remove(['1/1/1.png', '../1/1/1.png'])), UnsafeObjectKeyError, 'remove with one unsafe key among safe ones')
     t.equal((await store.stat('1/1/1.png'))?.bytes, 10, '...removed nothing')
     for (const prefix of ['/', '../', '1/../', '..', '1/..', '/1/', '1//']) {
       t.type(await failureOf(keysOf(store, prefix)), UnsafeObjectKeyError, `list ${JSON.stringify(prefix)}`)
       t.type(await failureOf(store.sweepTemporary(prefix)), UnsafeObjectKeyError, `sweepTemporary ${JSON.stringify(prefix)}`)
     }
+  })
+
+  t.test('put stores a whole object at once: read back whole, listed, replacing none of its neighbours', async (t) => {
+    const store = await makeStore(t)
+    const bytes = randomBytes(50_000)
+    await put(store, '1/42/6.png', randomBytes(10))
+    await store.put('1/42/7.png', [bytes.subarray(0, 10), bytes.subarray(10, 20_000), bytes.subarray(20_000)], bytes.length, { contentType: 'image/png' })
+    t.equal((await store.stat('1/42/7.png'))?.bytes, 50_000, 'stat gives the size')
+    t.same(await bytesOf((await store.read('1/42/7.png'))!.body), bytes, 'the same bytes, in order')
+    t.same(await keysOf(store, '1/'), ['1/42/6.png', '1/42/7.png'], 'listed beside the object already there')
+    // many at once, as a dump's images end together
+    const many = Array.from({ length: 50 }, (_, i) => randomBytes(100 + i))
+    await Promise.all(many.map((b, i) => store.put(`2/1/${i}.png`, [b], b.length, { contentType: 'image/png' })))
+    const back = await Promise.all(many.map(async (_, i) => await bytesOf((await store.read(`2/1/${i}.png`))!.body)))
+    t.ok(back.every((b, i) => b.equals(many[i]!)), 'fifty put together each read back as written')
+    await store.put('3/1/empty.png', [], 0, { contentType: 'image/png' })
+    t.equal((await store.stat('3/1/empty.png'))?.bytes, 0, 'an empty object is an object')
+  })
+
+  t.test('put with an aborted signal stores nothing', async (t) => {
+    const store = await makeStore(t)
+    const controller = new AbortController()
+    controller.abort(new Error('the download was cancelled'))
+    await t.rejects(store.put('1/1/1.png', [randomBytes(10)], 10, { contentType: 'image/png', signal: controller.signal }))
+    t.equal(await store.stat('1/1/1.png'), undefined)
+    t.same(await keysOf(store, ''), [])
   })
 
   t.test('a large object streams through in pieces and reads back whole', async (t) => {
