@@ -1,6 +1,8 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import { createDumpImages } from '../db/dump-images.js'
+import { createRequestLocks } from '../db/request-locks.js'
+import { createRequestLookups } from '../db/request-lookups.js'
 import { createRequests } from '../db/requests.js'
 import { createStoredObjects } from '../db/stored-objects.js'
 import { createUrlValidators } from '../db/url-validators.js'
@@ -53,11 +55,12 @@ export interface DumpsOptions {
 export function createDumpsService (fastify: FastifyInstance, options: DumpsOptions) {
   const { db, engine } = fastify.persistence
   const requests = createRequests(db, engine)
+  const lookups = createRequestLookups(db, engine)
   const dumpImages = createDumpImages(db, engine)
   const { store, owned } = options.store === undefined && options.storageDir === undefined
     ? { store: fastify.imageFetcher.store, owned: false }
     : storeFromOptions(options, 'dumps')
-  const removal = createDumpRemoval({ db, requests, dumpImages, storedObjects: createStoredObjects(engine), store })
+  const removal = createDumpRemoval({ db, requests, lookups, locks: createRequestLocks(db, engine), dumpImages, storedObjects: createStoredObjects(engine), store })
   const staleAfterMs = options.staleAfterMs ?? 60_000
   // While running, a row always needs a stale heartbeat: with 0, a dump admitted but not
   // yet being processed would look abandoned.
@@ -96,7 +99,7 @@ export function createDumpsService (fastify: FastifyInstance, options: DumpsOpti
     observer
   })
   const instance = options.instance ?? thisInstance()
-  const resumer = createResumer({ requests, dumpImages, store, runner, log: fastify.log, maxResumes: options.maxResumes ?? 5, instance })
+  const resumer = createResumer({ requests, lookups, dumpImages, store, runner, log: fastify.log, maxResumes: options.maxResumes ?? 5, instance })
   // dumps that run on after their request was answered; the app's close waits for them
   const background = new Set<Promise<void>>()
 
@@ -108,10 +111,10 @@ export function createDumpsService (fastify: FastifyInstance, options: DumpsOpti
     },
 
     /** A dump's history as events (GET /v1/dumps/{id}/events). */
-    events: createDumpEvents({ requests, dumpImages, recorded, pollMs: options.events?.pollMs }),
+    events: createDumpEvents({ lookups, dumpImages, recorded, pollMs: options.events?.pollMs }),
 
     /** The user's dumps, newest first (GET /v1/dumps). */
-    listing: createDumpListing({ requests, dumpImages }),
+    listing: createDumpListing({ lookups, dumpImages }),
 
     /** where the images are */
     store,
@@ -143,7 +146,7 @@ export function createDumpsService (fastify: FastifyInstance, options: DumpsOpti
      * admission record with the outcomes recorded so far and its progress.
      */
     async find (userid: number, requestId: number): Promise<{ format: BodyFormat, data: Buffer, complete: boolean } | undefined> {
-      const stored = await requests.find(userid, requestId)
+      const stored = await lookups.find(userid, requestId)
       if (stored === undefined || stored.complete) return stored
       let admitted
       try {
@@ -164,7 +167,7 @@ export function createDumpsService (fastify: FastifyInstance, options: DumpsOpti
      * object or that of the image of the same dump whose download it shares (the same URL).
      */
     async image (userid: number, requestId: number, imageId: number): Promise<{ key: string, contentType: string, sha256?: string } | undefined> {
-      const [stored, complete] = await Promise.all([dumpImages.storedImage(requestId, imageId), requests.isComplete(userid, requestId)])
+      const [stored, complete] = await Promise.all([dumpImages.storedImage(requestId, imageId), lookups.isComplete(userid, requestId)])
       // the dump must be the user's (and not deleted): an image row alone says nothing of whose it is
       if (complete === undefined || stored?.status === 'FAILURE') return undefined
       if (stored === undefined && !complete) return undefined

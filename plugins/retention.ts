@@ -1,6 +1,8 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import { createDumpImages } from '../db/dump-images.js'
+import { createRequestLookups } from '../db/request-lookups.js'
+import { createRequestLocks } from '../db/request-locks.js'
 import { createRequests } from '../db/requests.js'
 import { createStoredObjects } from '../db/stored-objects.js'
 import type { ObjectStore } from '../lib/object-store/contract.js'
@@ -76,11 +78,12 @@ async function againOnLockConflict<T> (step: () => Promise<T>): Promise<T> {
 export function createRetention (fastify: FastifyInstance, options: RetentionOptions) {
   const { db, engine } = fastify.persistence
   const requests = createRequests(db, engine)
+  const lookups = createRequestLookups(db, engine)
   const dumpImages = createDumpImages(db, engine)
   const { store, owned } = options.store === undefined && options.storageDir === undefined && fastify.hasDecorator('imageFetcher')
     ? { store: fastify.imageFetcher.store, owned: false }
     : storeFromOptions(options, 'retention')
-  const removal = createDumpRemoval({ db, requests, dumpImages, storedObjects: createStoredObjects(engine), store })
+  const removal = createDumpRemoval({ db, requests, lookups, locks: createRequestLocks(db, engine), dumpImages, storedObjects: createStoredObjects(engine), store })
   const retentionSeconds = options.retentionDays * 86_400
   const keep = Math.max(fastify.quota.windowSeconds, fastify.quota.idempotencyKeySeconds)
   if (!(retentionSeconds >= keep)) {
@@ -100,7 +103,7 @@ export function createRetention (fastify: FastifyInstance, options: RetentionOpt
     async sweep (stopping: () => boolean = () => false): Promise<SweepReport> {
       const report: SweepReport = { removed: 0, takenElsewhere: 0 }
       while (report.removed < maxPerSweep && !stopping()) {
-        const batch = await requests.expired(retentionSeconds, Math.min(batchSize, maxPerSweep - report.removed))
+        const batch = await lookups.expired(retentionSeconds, Math.min(batchSize, maxPerSweep - report.removed))
         let takenHere = 0
         for (const { id, userid } of batch) {
           if (stopping()) break
