@@ -7,6 +7,7 @@ import { createRequests } from '../db/requests.js'
 import { createStoredObjects } from '../db/stored-objects.js'
 import { createUrlValidators } from '../db/url-validators.js'
 import { thisInstance } from '../lib/instance.js'
+import { createPeriodic } from '../lib/periodic.js'
 import type { ObjectStore } from '../lib/object-store/contract.js'
 import { storeFromOptions } from '../lib/object-store/from-options.js'
 import { findUnrecordedKey } from '../lib/storage-layout.js'
@@ -263,35 +264,34 @@ async function dumps (fastify: FastifyInstance, options: DumpsOptions): Promise<
   const service = createDumpsService(fastify, options)
   fastify.decorate('dumps', service)
   const logFailure = (what: string) => (error: unknown) => { fastify.log.error({ err: error }, what) }
-  const resume = (olderThanMs?: number) => service.resumeUnfinished(olderThanMs).then((resumed) => {
+  const resume = async (olderThanMs?: number): Promise<void> => {
+    const resumed = await service.resumeUnfinished(olderThanMs)
     if (resumed > 0) fastify.log.warn({ resumed }, 'resuming dumps left unfinished by a stopped instance')
-  }, logFailure('looking for unfinished dumps failed'))
-
-  await resume()
+  }
+  await resume().catch(logFailure('looking for unfinished dumps failed'))
   const { sweepAfterMs, leaseMs } = service
   // four heartbeats per lease: three may fail or be slow before a live dump stops
   const heartbeatMs = Math.max(1, Math.min(options.heartbeatMs ?? 15_000, Math.floor(leaseMs / 4)))
-  let beating: Promise<void> | undefined
-  const heartbeat = setInterval(() => {
-    service.expireLeases()
-    // one at a time: a heartbeat stuck on the database must not pile up others behind it
-    beating ??= service.heartbeat().catch(logFailure('dump heartbeat failed')).finally(() => { beating = undefined })
-  }, heartbeatMs)
-  const sweep = setInterval(() => { void resume(sweepAfterMs) }, Math.min(60_000, sweepAfterMs))
-  heartbeat.unref()
-  sweep.unref()
+  const loops = [
+    // leases expire on every tick, even while a heartbeat (one at a time) is stuck on the database
+    createPeriodic({ everyMs: heartbeatMs, run: () => { service.expireLeases() }, onError: logFailure('expiring dump leases failed') }),
+    createPeriodic({ everyMs: heartbeatMs, run: () => service.heartbeat(), onError: logFailure('dump heartbeat failed') }),
+    createPeriodic({ everyMs: Math.min(60_000, sweepAfterMs), run: () => resume(sweepAfterMs), onError: logFailure('looking for unfinished dumps failed') })
+  ]
+  for (const loop of loops) loop.start()
   // registered after the image fetcher, so this runs before it closes (onClose runs last-in first)
   fastify.addHook('onClose', async () => {
     // Dumps answered 202 run on like requests in flight: the close waits for them (bounded
     // by SHUTDOWN_GRACE_MS in server.ts), their heartbeat still beating.
     if (service.inBackground() > 0) fastify.log.info({ dumps: service.inBackground() }, 'closing: waiting for the dumps running in the background')
     await service.backgroundSettled()
-    clearInterval(heartbeat)
-    clearInterval(sweep)
+    const stopped = Promise.all(loops.map((loop) => loop.stop()))
     // The fetcher would be closed after this hook; closing it now ends the downloads at
     // once, so that the runs record the outcomes they have while the database (closed
-    // after this hook too) is still there. Their dumps are resumed later.
+    // after this hook too) is still there. Their dumps are resumed later. A sweep in flight
+    // may still take dumps over: the runs are settled once it has ended.
     await fastify.imageFetcher.close()
+    await stopped
     await service.settled()
     if (service.ownsStore) await service.store.close()
   })

@@ -7,6 +7,7 @@ import { createRequests } from '../db/requests.js'
 import { createStoredObjects } from '../db/stored-objects.js'
 import type { ObjectStore } from '../lib/object-store/contract.js'
 import { storeFromOptions } from '../lib/object-store/from-options.js'
+import { createPeriodic } from '../lib/periodic.js'
 import { createDumpRemoval } from './dumps/removal.js'
 import { setTimeout as sleep } from 'node:timers/promises'
 
@@ -134,27 +135,19 @@ declare module 'fastify' {
 async function retention (fastify: FastifyInstance, options: RetentionOptions): Promise<void> {
   const service = createRetention(fastify, options)
   fastify.decorate('retention', service)
-  const intervalMs = options.intervalMs ?? 60_000
-  let closing = false
-  let sweeping: Promise<void> | undefined
-  const run = (): void => {
-    // one sweep at a time: one slowed down by the database must not pile others behind it
-    sweeping ??= service.sweep(() => closing).then((report) => {
+  const sweeps = createPeriodic({
+    everyMs: options.intervalMs ?? 60_000,
+    jitter: 0.1,
+    // one sweep at a time; closing ends the one in flight between two dumps
+    run: async (closing) => {
+      const report = await service.sweep(() => closing.aborted)
       if (report.removed > 0) fastify.log.info(report, 'retention: removed dumps past their retention')
-    }, (error: unknown) => {
-      fastify.log.error({ err: error }, 'retention sweep failed; the next one tries again')
-    }).finally(() => { sweeping = undefined })
-  }
-  let timer: NodeJS.Timeout | undefined
-  const schedule = (): void => {
-    timer = setTimeout(() => { run(); schedule() }, intervalMs * (0.9 + Math.random() * 0.2))
-    timer.unref()
-  }
-  fastify.addHook('onReady', async () => { schedule() })
+    },
+    onError: (error) => { fastify.log.error({ err: error }, 'retention sweep failed; the next one tries again') }
+  })
+  fastify.addHook('onReady', async () => { sweeps.start() })
   fastify.addHook('onClose', async () => {
-    closing = true
-    clearTimeout(timer)
-    await sweeping
+    await sweeps.stop()
     if (service.ownsStore) await service.store.close()
   })
 }
