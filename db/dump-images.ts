@@ -1,5 +1,6 @@
 import { CompiledQuery, type Kysely } from 'kysely'
-import { createRequests, type Executor } from './requests.js'
+import { createRequestLocks } from './request-locks.js'
+import type { Executor } from './requests.js'
 import { createStoredObjects, type ObjectBytes } from './stored-objects.js'
 import type { Database, Engine } from './schema.js'
 import type { ImageResult } from '../schemas/dump.js'
@@ -37,7 +38,7 @@ export function parseOutcome (row: { status: 'SUCCESS' | 'FAILURE', result: Buff
  * outcomes in the order they were recorded, for the events stream.
  */
 export function createDumpImages (db: Kysely<Database>, engine: Engine) {
-  const requests = createRequests(db, engine)
+  const locks = createRequestLocks(db, engine)
   const storedObjects = createStoredObjects(engine)
   // recording an outcome again (a retry after a lost acknowledgement) changes nothing
   const onDuplicate = engine === 'mysql' ? 'ON DUPLICATE KEY UPDATE image_id = image_id' : 'ON CONFLICT (request_id, image_id) DO NOTHING'
@@ -63,7 +64,7 @@ export function createDumpImages (db: Kysely<Database>, engine: Engine) {
         if (status === 'PENDING') throw new TypeError(`image ${imageId} has no outcome to record`)
         if (reused === true && placement !== undefined && placement.gone === undefined) throw new TypeError(`image ${imageId} is a reuse: its placement needs \`gone\``)
       }
-      const written = await requests.underRunLock(requestId, run, async (trx, userid) => {
+      const written = await locks.underRunLock(requestId, run, async (trx, userid) => {
         const objects: ObjectBytes[] = []
         const reusing: string[] = []
         for (const result of results) {

@@ -58,7 +58,7 @@ export interface RequestsTable {
   retry_of: ColumnType<number | null, number | null | undefined, never>
   /**
    * The user's admissions numbered 1, 2, 3, … in admission order; null on rows from before
-   * the numbering. The quota counts a window from it (db/requests.ts).
+   * the numbering. The quota counts a window from it (db/request-lookups.ts).
    */
   user_seq: ColumnType<number | null, number | null | undefined, never>
   /**

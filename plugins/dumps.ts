@@ -1,10 +1,13 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import { createDumpImages } from '../db/dump-images.js'
+import { createRequestLocks } from '../db/request-locks.js'
+import { createRequestLookups } from '../db/request-lookups.js'
 import { createRequests } from '../db/requests.js'
 import { createStoredObjects } from '../db/stored-objects.js'
 import { createUrlValidators } from '../db/url-validators.js'
 import { thisInstance } from '../lib/instance.js'
+import { createPeriodic } from '../lib/periodic.js'
 import type { ObjectStore } from '../lib/object-store/contract.js'
 import { storeFromOptions } from '../lib/object-store/from-options.js'
 import { findUnrecordedKey } from '../lib/storage-layout.js'
@@ -53,11 +56,12 @@ export interface DumpsOptions {
 export function createDumpsService (fastify: FastifyInstance, options: DumpsOptions) {
   const { db, engine } = fastify.persistence
   const requests = createRequests(db, engine)
+  const lookups = createRequestLookups(db, engine)
   const dumpImages = createDumpImages(db, engine)
   const { store, owned } = options.store === undefined && options.storageDir === undefined
     ? { store: fastify.imageFetcher.store, owned: false }
     : storeFromOptions(options, 'dumps')
-  const removal = createDumpRemoval({ db, requests, dumpImages, storedObjects: createStoredObjects(engine), store })
+  const removal = createDumpRemoval({ db, requests, lookups, locks: createRequestLocks(db, engine), dumpImages, storedObjects: createStoredObjects(engine), store })
   const staleAfterMs = options.staleAfterMs ?? 60_000
   // While running, a row always needs a stale heartbeat: with 0, a dump admitted but not
   // yet being processed would look abandoned.
@@ -96,7 +100,7 @@ export function createDumpsService (fastify: FastifyInstance, options: DumpsOpti
     observer
   })
   const instance = options.instance ?? thisInstance()
-  const resumer = createResumer({ requests, dumpImages, store, runner, log: fastify.log, maxResumes: options.maxResumes ?? 5, instance })
+  const resumer = createResumer({ requests, lookups, dumpImages, store, runner, log: fastify.log, maxResumes: options.maxResumes ?? 5, instance })
   // dumps that run on after their request was answered; the app's close waits for them
   const background = new Set<Promise<void>>()
 
@@ -108,10 +112,10 @@ export function createDumpsService (fastify: FastifyInstance, options: DumpsOpti
     },
 
     /** A dump's history as events (GET /v1/dumps/{id}/events). */
-    events: createDumpEvents({ requests, dumpImages, recorded, pollMs: options.events?.pollMs }),
+    events: createDumpEvents({ lookups, dumpImages, recorded, pollMs: options.events?.pollMs }),
 
     /** The user's dumps, newest first (GET /v1/dumps). */
-    listing: createDumpListing({ requests, dumpImages }),
+    listing: createDumpListing({ lookups, dumpImages }),
 
     /** where the images are */
     store,
@@ -143,7 +147,7 @@ export function createDumpsService (fastify: FastifyInstance, options: DumpsOpti
      * admission record with the outcomes recorded so far and its progress.
      */
     async find (userid: number, requestId: number): Promise<{ format: BodyFormat, data: Buffer, complete: boolean } | undefined> {
-      const stored = await requests.find(userid, requestId)
+      const stored = await lookups.find(userid, requestId)
       if (stored === undefined || stored.complete) return stored
       let admitted
       try {
@@ -164,7 +168,7 @@ export function createDumpsService (fastify: FastifyInstance, options: DumpsOpti
      * object or that of the image of the same dump whose download it shares (the same URL).
      */
     async image (userid: number, requestId: number, imageId: number): Promise<{ key: string, contentType: string, sha256?: string } | undefined> {
-      const [stored, complete] = await Promise.all([dumpImages.storedImage(requestId, imageId), requests.isComplete(userid, requestId)])
+      const [stored, complete] = await Promise.all([dumpImages.storedImage(requestId, imageId), lookups.isComplete(userid, requestId)])
       // the dump must be the user's (and not deleted): an image row alone says nothing of whose it is
       if (complete === undefined || stored?.status === 'FAILURE') return undefined
       if (stored === undefined && !complete) return undefined
@@ -260,35 +264,34 @@ async function dumps (fastify: FastifyInstance, options: DumpsOptions): Promise<
   const service = createDumpsService(fastify, options)
   fastify.decorate('dumps', service)
   const logFailure = (what: string) => (error: unknown) => { fastify.log.error({ err: error }, what) }
-  const resume = (olderThanMs?: number) => service.resumeUnfinished(olderThanMs).then((resumed) => {
+  const resume = async (olderThanMs?: number): Promise<void> => {
+    const resumed = await service.resumeUnfinished(olderThanMs)
     if (resumed > 0) fastify.log.warn({ resumed }, 'resuming dumps left unfinished by a stopped instance')
-  }, logFailure('looking for unfinished dumps failed'))
-
-  await resume()
+  }
+  await resume().catch(logFailure('looking for unfinished dumps failed'))
   const { sweepAfterMs, leaseMs } = service
   // four heartbeats per lease: three may fail or be slow before a live dump stops
   const heartbeatMs = Math.max(1, Math.min(options.heartbeatMs ?? 15_000, Math.floor(leaseMs / 4)))
-  let beating: Promise<void> | undefined
-  const heartbeat = setInterval(() => {
-    service.expireLeases()
-    // one at a time: a heartbeat stuck on the database must not pile up others behind it
-    beating ??= service.heartbeat().catch(logFailure('dump heartbeat failed')).finally(() => { beating = undefined })
-  }, heartbeatMs)
-  const sweep = setInterval(() => { void resume(sweepAfterMs) }, Math.min(60_000, sweepAfterMs))
-  heartbeat.unref()
-  sweep.unref()
+  const loops = [
+    // leases expire on every tick, even while a heartbeat (one at a time) is stuck on the database
+    createPeriodic({ everyMs: heartbeatMs, run: () => { service.expireLeases() }, onError: logFailure('expiring dump leases failed') }),
+    createPeriodic({ everyMs: heartbeatMs, run: () => service.heartbeat(), onError: logFailure('dump heartbeat failed') }),
+    createPeriodic({ everyMs: Math.min(60_000, sweepAfterMs), run: () => resume(sweepAfterMs), onError: logFailure('looking for unfinished dumps failed') })
+  ]
+  for (const loop of loops) loop.start()
   // registered after the image fetcher, so this runs before it closes (onClose runs last-in first)
   fastify.addHook('onClose', async () => {
     // Dumps answered 202 run on like requests in flight: the close waits for them (bounded
     // by SHUTDOWN_GRACE_MS in server.ts), their heartbeat still beating.
     if (service.inBackground() > 0) fastify.log.info({ dumps: service.inBackground() }, 'closing: waiting for the dumps running in the background')
     await service.backgroundSettled()
-    clearInterval(heartbeat)
-    clearInterval(sweep)
+    const stopped = Promise.all(loops.map((loop) => loop.stop()))
     // The fetcher would be closed after this hook; closing it now ends the downloads at
     // once, so that the runs record the outcomes they have while the database (closed
-    // after this hook too) is still there. Their dumps are resumed later.
+    // after this hook too) is still there. Their dumps are resumed later. A sweep in flight
+    // may still take dumps over: the runs are settled once it has ended.
     await fastify.imageFetcher.close()
+    await stopped
     await service.settled()
     if (service.ownsStore) await service.store.close()
   })

@@ -4,7 +4,9 @@ import type { Kysely } from 'kysely'
 import createError from '@fastify/error'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { createServiceError } from '../lib/errors.js'
-import { createRequests, type Executor, type KeyOwner, type RequestRecord } from '../db/requests.js'
+import { createRequestLocks } from '../db/request-locks.js'
+import { createRequestLookups, type KeyOwner } from '../db/request-lookups.js'
+import { createRequests, type Executor, type RequestRecord } from '../db/requests.js'
 import type { Quota } from '../schemas/quota.js'
 import type { Database, Engine } from '../db/schema.js'
 import type { Principal } from './auth.js'
@@ -67,7 +69,7 @@ class Refusal {
 /**
  * The quota as plain functions over the request log. Admission is one transaction under
  * the user's admission lock: count the user's rows of the last window by the database
- * clock (at a cost that does not grow with them: db/requests.ts), and insert the new row,
+ * clock (at a cost that does not grow with them: db/request-lookups.ts), and insert the new row,
  * numbered, only when under the limit. Every
  * instance sharing the database serialises on that row lock, so the limit holds across
  * processes, and nothing is kept in memory, so a restart forgets nothing.
@@ -78,6 +80,8 @@ export function createQuotaService (db: Kysely<Database>, engine: Engine, option
   const lockWaitTimeout = Math.max(1, Math.round(options.lockWaitTimeoutSeconds ?? 5))
   const keySeconds = options.idempotencyKeySeconds ?? 24 * 3600
   const requests = createRequests(db, engine)
+  const lookups = createRequestLookups(db, engine)
+  const locks = createRequestLocks(db, engine)
 
   function limitFor (plan: string): number {
     const limit = Object.hasOwn(options.plans, plan) ? options.plans[plan] : undefined
@@ -86,7 +90,7 @@ export function createQuotaService (db: Kysely<Database>, engine: Engine, option
   }
 
   async function countThenInsert (trx: Executor, userid: number, limit: number, record: QuotaRecord): Promise<Admission> {
-    const { count, ttlMs, next } = await requests.window(trx, userid, windowSeconds, limit)
+    const { count, ttlMs, next } = await lookups.window(trx, userid, windowSeconds, limit)
     if (count >= limit) return { admitted: false, current: count + 1, ttlMs }
     const requestId = await requests.insert(trx, userid, record, next)
     return { admitted: true, current: count + 1, ttlMs: count === 0 ? windowSeconds * 1000 : ttlMs, requestId }
@@ -101,10 +105,10 @@ export function createQuotaService (db: Kysely<Database>, engine: Engine, option
   async function insertThenCount (trx: Executor, userid: number, limit: number, record: QuotaRecord, key: string): Promise<Admission> {
     // a key past its lifetime no longer names its old dump: this admission takes it over
     await requests.releaseExpiredKey(trx, userid, key, keySeconds)
-    const { count, ttlMs, next } = await requests.window(trx, userid, windowSeconds, limit)
+    const { count, ttlMs, next } = await lookups.window(trx, userid, windowSeconds, limit)
     const requestId = await requests.insertUnlessKeyTaken(trx, userid, record, next)
     if (requestId === undefined) {
-      const owner = await requests.keyOwner(trx, userid, key)
+      const owner = await lookups.keyOwner(trx, userid, key)
       // the user's admission lock is held: the row the index found cannot have gone since
       if (owner === undefined) throw new Error(`idempotency key of user ${userid} refused as taken, yet it names no dump`)
       return { admitted: false, current: count, ttlMs, replayOf: owner }
@@ -116,7 +120,7 @@ export function createQuotaService (db: Kysely<Database>, engine: Engine, option
   async function admitOnce (userid: number, limit: number, record: QuotaRecord): Promise<Admission> {
     let admission: Admission | 'no such user'
     try {
-      admission = await requests.underUserLock(userid, lockWaitTimeout, async (trx) => record.idempotency === undefined
+      admission = await locks.underUserLock(userid, lockWaitTimeout, async (trx) => record.idempotency === undefined
         ? await countThenInsert(trx, userid, limit, record)
         : await insertThenCount(trx, userid, limit, record, record.idempotency.key))
     } catch (error) {
@@ -158,7 +162,7 @@ export function createQuotaService (db: Kysely<Database>, engine: Engine, option
 
     async usage (principal: Principal): Promise<Usage> {
       const limit = limitFor(principal.plan)
-      const { count, ttlMs } = await requests.window(db, principal.userid, windowSeconds, limit)
+      const { count, ttlMs } = await lookups.window(db, principal.userid, windowSeconds, limit)
       return {
         plan: principal.plan,
         limit,

@@ -1,10 +1,13 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import { createDumpImages } from '../db/dump-images.js'
+import { createRequestLookups } from '../db/request-lookups.js'
+import { createRequestLocks } from '../db/request-locks.js'
 import { createRequests } from '../db/requests.js'
 import { createStoredObjects } from '../db/stored-objects.js'
 import type { ObjectStore } from '../lib/object-store/contract.js'
 import { storeFromOptions } from '../lib/object-store/from-options.js'
+import { createPeriodic } from '../lib/periodic.js'
 import { createDumpRemoval } from './dumps/removal.js'
 import { setTimeout as sleep } from 'node:timers/promises'
 
@@ -76,11 +79,12 @@ async function againOnLockConflict<T> (step: () => Promise<T>): Promise<T> {
 export function createRetention (fastify: FastifyInstance, options: RetentionOptions) {
   const { db, engine } = fastify.persistence
   const requests = createRequests(db, engine)
+  const lookups = createRequestLookups(db, engine)
   const dumpImages = createDumpImages(db, engine)
   const { store, owned } = options.store === undefined && options.storageDir === undefined && fastify.hasDecorator('imageFetcher')
     ? { store: fastify.imageFetcher.store, owned: false }
     : storeFromOptions(options, 'retention')
-  const removal = createDumpRemoval({ db, requests, dumpImages, storedObjects: createStoredObjects(engine), store })
+  const removal = createDumpRemoval({ db, requests, lookups, locks: createRequestLocks(db, engine), dumpImages, storedObjects: createStoredObjects(engine), store })
   const retentionSeconds = options.retentionDays * 86_400
   const keep = Math.max(fastify.quota.windowSeconds, fastify.quota.idempotencyKeySeconds)
   if (!(retentionSeconds >= keep)) {
@@ -100,7 +104,7 @@ export function createRetention (fastify: FastifyInstance, options: RetentionOpt
     async sweep (stopping: () => boolean = () => false): Promise<SweepReport> {
       const report: SweepReport = { removed: 0, takenElsewhere: 0 }
       while (report.removed < maxPerSweep && !stopping()) {
-        const batch = await requests.expired(retentionSeconds, Math.min(batchSize, maxPerSweep - report.removed))
+        const batch = await lookups.expired(retentionSeconds, Math.min(batchSize, maxPerSweep - report.removed))
         let takenHere = 0
         for (const { id, userid } of batch) {
           if (stopping()) break
@@ -131,27 +135,19 @@ declare module 'fastify' {
 async function retention (fastify: FastifyInstance, options: RetentionOptions): Promise<void> {
   const service = createRetention(fastify, options)
   fastify.decorate('retention', service)
-  const intervalMs = options.intervalMs ?? 60_000
-  let closing = false
-  let sweeping: Promise<void> | undefined
-  const run = (): void => {
-    // one sweep at a time: one slowed down by the database must not pile others behind it
-    sweeping ??= service.sweep(() => closing).then((report) => {
+  const sweeps = createPeriodic({
+    everyMs: options.intervalMs ?? 60_000,
+    jitter: 0.1,
+    // one sweep at a time; closing ends the one in flight between two dumps
+    run: async (closing) => {
+      const report = await service.sweep(() => closing.aborted)
       if (report.removed > 0) fastify.log.info(report, 'retention: removed dumps past their retention')
-    }, (error: unknown) => {
-      fastify.log.error({ err: error }, 'retention sweep failed; the next one tries again')
-    }).finally(() => { sweeping = undefined })
-  }
-  let timer: NodeJS.Timeout | undefined
-  const schedule = (): void => {
-    timer = setTimeout(() => { run(); schedule() }, intervalMs * (0.9 + Math.random() * 0.2))
-    timer.unref()
-  }
-  fastify.addHook('onReady', async () => { schedule() })
+    },
+    onError: (error) => { fastify.log.error({ err: error }, 'retention sweep failed; the next one tries again') }
+  })
+  fastify.addHook('onReady', async () => { sweeps.start() })
   fastify.addHook('onClose', async () => {
-    closing = true
-    clearTimeout(timer)
-    await sweeping
+    await sweeps.stop()
     if (service.ownsStore) await service.store.close()
   })
 }

@@ -5,7 +5,7 @@
  */
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { Value } from 'typebox/value'
-import type { StoredRequest } from '../db/requests.js'
+import type { StoredRequest } from '../db/request-lookups.js'
 import { CONTENT_TYPES, addVaryAccept } from '../plugins/content-negotiation/media-types.js'
 import { progressOf, readRecord, statusOf } from '../plugins/dumps.js'
 import { DumpResultSchema, type DumpResult } from '../schemas/dump.js'

@@ -13,7 +13,7 @@
 import { once } from 'node:events'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { FastifyInstance } from 'fastify'
-import { createRequests } from '../db/requests.js'
+import { createRequestLookups } from '../db/request-lookups.js'
 import { createServiceError } from '../lib/errors.js'
 import type { Principal } from '../plugins/auth.js'
 import type { Batch, BodyFormat } from '../schemas/batch.js'
@@ -35,7 +35,7 @@ export type WaitOutcome = 'complete' | 'client gone' | 'stopping'
 export function createDumpRuns (fastify: FastifyInstance, options: DumpRunsOptions = {}) {
   const pollMs = options.pollMs ?? 200
   const maxPollFailures = options.maxPollFailures ?? 5
-  const requests = createRequests(fastify.persistence.db, fastify.persistence.engine)
+  const lookups = createRequestLookups(fastify.persistence.db, fastify.persistence.engine)
   // request id → a promise that settles (never rejects) when that dump's processing ends
   const running = new Map<number, Promise<void>>()
   const stopping = new AbortController()
@@ -44,7 +44,7 @@ export function createDumpRuns (fastify: FastifyInstance, options: DumpRunsOptio
   /** Whether the record is complete (or gone); false after a failed read, which `failures` counts. */
   async function isComplete (userid: number, requestId: number, failures: { count: number }): Promise<boolean> {
     try {
-      const complete = await requests.isComplete(userid, requestId)
+      const complete = await lookups.isComplete(userid, requestId)
       failures.count = 0
       return complete !== false
     } catch (error) {

@@ -10,7 +10,7 @@
 import { createHash } from 'node:crypto'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { Compile } from 'typebox/compile'
-import type { KeyOwner } from '../db/requests.js'
+import type { KeyOwner } from '../db/request-lookups.js'
 import { BadRequestError, UnprocessableContentError, createServiceError } from '../lib/errors.js'
 import { quote } from '../lib/excerpt.js'
 import { fieldCount } from '../lib/header-fields.js'

@@ -12,7 +12,7 @@ import { sql, type Kysely } from 'kysely'
 import { connect } from '../../db/connect.js'
 import { secondsAgo } from '../../db/engine.js'
 import { migrateToLatest } from '../../db/migrate.js'
-import { createRequests } from '../../db/requests.js'
+import { createRequestLookups } from '../../db/request-lookups.js'
 import type { Database, Engine } from '../../db/schema.js'
 import { createTestDatabase } from '../../test/helpers/db.js'
 import { seedHistory } from '../../test/helpers/history.js'
@@ -42,7 +42,7 @@ async function main (): Promise<void> {
     try {
       await migrateToLatest(db)
       await db.insertInto('users').values([{ username: 'busy', plan: 'gold' }, { username: 'old', plan: 'gold' }, { username: 'other', plan: 'gold' }]).execute()
-      const requests = createRequests(db, engine)
+      const lookups = createRequestLookups(db, engine)
       let seeded = 0
       for (const n of sizes) {
         const seedStart = performance.now()
@@ -52,12 +52,12 @@ async function main (): Promise<void> {
         const seedMs = performance.now() - seedStart
         seeded = n
         const reps = n >= 1_000_000 ? 5 : n >= 100_000 ? 20 : 200
-        const counted = await requests.window(db, 1, 3600, 1e9)
+        const counted = await lookups.window(db, 1, 3600, 1e9)
         if (counted.count !== n) throw new Error(`window counted ${counted.count}, expected ${n}`)
-        const now = await timed(200, () => requests.window(db, 1, 3600, 1e9))
+        const now = await timed(200, () => lookups.window(db, 1, 3600, 1e9))
         const before = await timed(reps, () => oldCount(db, engine, 1))
-        const old = await timed(200, () => requests.window(db, 2, 3600, 1e9))
-        const other = await timed(200, () => requests.window(db, 3, 3600, 1e9))
+        const old = await timed(200, () => lookups.window(db, 2, 3600, 1e9))
+        const other = await timed(200, () => lookups.window(db, 3, 3600, 1e9))
         console.log(`${engine}: ${n.toLocaleString('en-US')} rows (seeded in ${(seedMs / 1000).toFixed(1)} s): in the window ${now.toFixed(3)} ms (counted row by row: ${before.toFixed(3)} ms); all older than the window ${old.toFixed(3)} ms; another user's ${other.toFixed(3)} ms`)
       }
       const { rows } = await sql<{ n: number }>`SELECT COUNT(*) AS n FROM requests`.execute(db)

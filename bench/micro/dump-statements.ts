@@ -10,6 +10,7 @@ import { parseArgs } from 'node:util'
 import { connect } from '../../db/connect.js'
 import { createDumpImages } from '../../db/dump-images.js'
 import { migrateToLatest } from '../../db/migrate.js'
+import { createRequestLookups } from '../../db/request-lookups.js'
 import { createRequests } from '../../db/requests.js'
 import type { Engine } from '../../db/schema.js'
 import { createQuotaService } from '../../plugins/quota.js'
@@ -31,13 +32,14 @@ async function perDump (engine: Engine, history: number): Promise<number> {
     await seedHistory(db, engine, userid, history, { spanSeconds: 1800, endSecondsAgo: 60 })
     const quota = createQuotaService(db, engine, { plans: { big: 1e9 } })
     const requests = createRequests(db, engine)
+    const lookups = createRequestLookups(db, engine)
     const images = createDumpImages(db, engine)
     const results: ImageResult[] = Array.from({ length: 20 }, (_, i) => ({ imageId: i + 1, url: 'http://x/', status: 'SUCCESS', location: `/v1/dumps/1/images/${i + 1}`, contentType: 'image/png', bytes: 4096 }) as unknown as ImageResult)
     const one = async (): Promise<void> => {
       const { requestId } = await quota.admit(userid, 1e9, { dataformat: 'json', data: Buffer.alloc(2000, 32) })
       await images.record(requestId!, 0, results)
       await requests.complete(requestId!, 0, Buffer.alloc(4000, 32), { status: 'SUCCESS', succeeded: 20, failed: 0 })
-      await requests.find(userid, requestId!)
+      await lookups.find(userid, requestId!)
     }
     for (let i = 0; i < 20; i++) await one()
     const started = performance.now()

@@ -22,7 +22,7 @@
  */
 import { EventEmitter, once } from 'node:events'
 import { setTimeout as sleep } from 'node:timers/promises'
-import type { Requests } from '../../db/requests.js'
+import type { RequestLookups } from '../../db/request-lookups.js'
 import type { DumpImages, RecordedOutcome } from '../../db/dump-images.js'
 import type { BodyFormat } from '../../schemas/batch.js'
 import type { DumpResult, ImageResult, ItemResult, Progress } from '../../schemas/dump.js'
@@ -42,7 +42,7 @@ export interface EventSource {
 }
 
 export interface DumpEventsOptions {
-  requests: Requests
+  lookups: RequestLookups
   dumpImages: DumpImages
   /** emits the request id whenever outcomes or the final record of a dump were written here */
   recorded: EventEmitter
@@ -79,14 +79,14 @@ function indexImages (items: readonly ItemResult[]): Context['images'] {
 export type OpenRefusal = 'not found' | 'unknown event id' | 'ended'
 
 export function createDumpEvents (options: DumpEventsOptions) {
-  const { requests, dumpImages, recorded } = options
+  const { lookups, dumpImages, recorded } = options
   const pollMs = options.pollMs ?? 1000
   const pageSize = options.pageSize ?? 500
   const maxReadFailures = options.maxReadFailures ?? 5
 
   /** The images of a complete dump that have no recorded outcome, numbered after the last recorded one. */
   async function unrecorded (userid: number, requestId: number): Promise<{ final: ItemResult[], events: Array<{ seq: number, image: ImageResult, itemId: number }> }> {
-    const stored = await requests.find(userid, requestId)
+    const stored = await lookups.find(userid, requestId)
     let final: ItemResult[] = []
     try {
       if (stored !== undefined) final = readRecord(stored.data, stored.format)
@@ -130,7 +130,7 @@ export function createDumpEvents (options: DumpEventsOptions) {
      * `complete` event or later: nothing is left to send).
      */
     async open (userid: number, requestId: number, after: number): Promise<EventSource | OpenRefusal> {
-      const stored = await requests.find(userid, requestId)
+      const stored = await lookups.find(userid, requestId)
       if (stored === undefined) return 'not found'
       if (stored.complete) {
         const { events } = await unrecorded(userid, requestId)
@@ -151,7 +151,7 @@ export function createDumpEvents (options: DumpEventsOptions) {
      */
     async * stream (userid: number, source: EventSource, signal: AbortSignal): AsyncGenerator<DumpEvent | undefined> {
       const { requestId } = source
-      const stored = await requests.find(userid, requestId)
+      const stored = await lookups.find(userid, requestId)
       if (stored === undefined) return
       let items: ItemResult[] = []
       try {
@@ -178,7 +178,7 @@ export function createDumpEvents (options: DumpEventsOptions) {
         let rows: Awaited<ReturnType<DumpImages['after']>>
         try {
           // completeness first: a dump seen complete has all its outcomes recorded already
-          complete = await requests.isComplete(userid, requestId)
+          complete = await lookups.isComplete(userid, requestId)
           rows = await dumpImages.after(requestId, last, pageSize)
           failures = 0
         } catch (error) {

@@ -5,19 +5,19 @@
  * Rows kept before those columns existed are read from their record instead.
  */
 import type { DumpImages } from '../../db/dump-images.js'
-import type { ListedRequest, Requests } from '../../db/requests.js'
+import type { ListedRequest, RequestLookups } from '../../db/request-lookups.js'
 import type { DumpSummary } from '../../schemas/dump-list.js'
 import { imagesOf, progressOf, readRecord, statusOf } from './records.js'
 
 export interface DumpListingOptions {
-  requests: Requests
+  lookups: RequestLookups
   dumpImages: DumpImages
 }
 
-export function createDumpListing ({ requests, dumpImages }: DumpListingOptions) {
+export function createDumpListing ({ lookups, dumpImages }: DumpListingOptions) {
   /** Status and counts from the stored record: rows from before they were kept. */
   async function fromRecord (userid: number, row: ListedRequest): Promise<Pick<DumpSummary, 'status' | 'progress'>> {
-    const stored = await requests.find(userid, row.id)
+    const stored = await lookups.find(userid, row.id)
     let items: ReturnType<typeof readRecord> = []
     try {
       if (stored !== undefined) items = readRecord(stored.data, stored.format)
@@ -46,7 +46,7 @@ export function createDumpListing ({ requests, dumpImages }: DumpListingOptions)
      * with undefined), newest first, and the id to continue before when more exist.
      */
     async page (userid: number, beforeId: number | undefined, limit: number): Promise<{ dumps: DumpSummary[], next: number | undefined }> {
-      const rows = await requests.list(userid, beforeId, limit + 1)
+      const rows = await lookups.list(userid, beforeId, limit + 1)
       const shown = rows.slice(0, limit)
       const dumps = await Promise.all(shown.map((row) => summarize(userid, row)))
       return { dumps, next: rows.length > limit ? shown.at(-1)!.id : undefined }

@@ -18,6 +18,8 @@
  * finished by the next removal of the same dump, e.g. by retention).
  */
 import type { DumpImages } from '../../db/dump-images.js'
+import type { RequestLocks } from '../../db/request-locks.js'
+import type { RequestLookups } from '../../db/request-lookups.js'
 import type { Executor, Requests } from '../../db/requests.js'
 import type { StoredObjects } from '../../db/stored-objects.js'
 import type { ObjectStore } from '../../lib/object-store/contract.js'
@@ -27,6 +29,8 @@ export interface DumpRemovalOptions {
   /** the database, for reads outside a removal's transaction */
   db: Executor
   requests: Requests
+  lookups: RequestLookups
+  locks: RequestLocks
   dumpImages: DumpImages
   storedObjects: StoredObjects
   store: ObjectStore
@@ -36,7 +40,7 @@ export interface DumpRemovalOptions {
 const REMOVE_BATCH = 500
 
 export function createDumpRemoval (options: DumpRemovalOptions) {
-  const { db, requests, dumpImages, storedObjects, store } = options
+  const { db, requests, lookups, locks, dumpImages, storedObjects, store } = options
 
   async function removeKeys (keys: readonly string[]): Promise<void> {
     for (let i = 0; i < keys.length; i += REMOVE_BATCH) await store.remove(keys.slice(i, i + REMOVE_BATCH))
@@ -66,14 +70,14 @@ export function createDumpRemoval (options: DumpRemovalOptions) {
     const shared = (await dumpImages.sha256sOf(db, requestId)).length > 0
     let removed: string[] | 'running' | 'not found'
     if (!shared) {
-      const complete = await requests.isComplete(userid, requestId, how.evenDeleted)
+      const complete = await lookups.isComplete(userid, requestId, how.evenDeleted)
       if (complete === undefined) return 'not found'
       if (!complete && !how.whileRunning) return 'running'
       await dumpImages.removeOf(requestId)
       await how.then?.(db)
       removed = []
     } else {
-      removed = await requests.underDumpLock(userid, requestId, async (trx, complete) => {
+      removed = await locks.underDumpLock(userid, requestId, async (trx, complete) => {
         if (!complete && !how.whileRunning) return 'running' as const
         const sha256s = await dumpImages.sha256sOf(trx, requestId)
         const objects = await storedObjects.lock(trx, userid, sha256s)

@@ -18,7 +18,8 @@
  * `maxResumes` times (a dump that keeps bringing down the instances that run it).
  */
 import type { FastifyBaseLogger } from 'fastify'
-import type { Requests, UnfinishedRow } from '../../db/requests.js'
+import type { RequestLookups, UnfinishedRow } from '../../db/request-lookups.js'
+import type { Requests } from '../../db/requests.js'
 import type { DumpImages, RecordedOutcome } from '../../db/dump-images.js'
 import type { ObjectStore } from '../../lib/object-store/contract.js'
 import { dumpPrefix, imageIdOfKey } from '../../lib/storage-layout.js'
@@ -29,6 +30,7 @@ import { completionOf, finalRecord, interrupt, readRecord, withOutcomes } from '
 
 export interface ResumerOptions {
   requests: Requests
+  lookups: RequestLookups
   dumpImages: DumpImages
   store: ObjectStore
   runner: DumpRunner
@@ -52,7 +54,7 @@ function itemsOf (row: StaleRow): ItemResult[] | undefined {
 }
 
 export function createResumer (options: ResumerOptions) {
-  const { requests, dumpImages, store, runner, log } = options
+  const { requests, lookups, dumpImages, store, runner, log } = options
 
   /**
    * Removes what a stopped run left of a dump: its temporary pieces, and every object of
@@ -125,7 +127,7 @@ export function createResumer (options: ResumerOptions) {
      * resumes each in the background; returns how many it took.
      */
     async resumeUnfinished (olderThanMs: number): Promise<number> {
-      return await takeOver(await requests.stale(olderThanMs), olderThanMs)
+      return await takeOver(await lookups.stale(olderThanMs), olderThanMs)
     },
 
     /**
@@ -135,7 +137,7 @@ export function createResumer (options: ResumerOptions) {
      */
     async resumeDumpsOf (instance: string): Promise<number> {
       if (instance === options.instance) throw new Error(`the dumps of ${instance} are this process's own`)
-      return await takeOver(await requests.runBy(instance), 0)
+      return await takeOver(await lookups.runBy(instance), 0)
     },
 
     /** Resolves once every resumption started so far has ended. */
