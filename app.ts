@@ -36,6 +36,12 @@ export interface ImageDumpOptions {
    * (RECOVERY_STALE_MS) or when the supervisor names its dead worker [false]
    */
   worker?: boolean
+  /**
+   * where /metrics gets the whole service's counts instead of this app's: with workers,
+   * gathered by their supervisor (lib/cluster-metrics.ts; server.ts sets it up). Unset, each
+   * app counts and answers for itself [unset]
+   */
+  gatherMetrics?: () => Promise<string>
   /** serve the OpenAPI document at /openapi.json and its page at /docs [true] */
   docs?: boolean
   /** serve the Prometheus metrics at /metrics [true] */
@@ -113,7 +119,7 @@ async function imageDump (fastify: FastifyInstance, options: ImageDumpOptions): 
     events: { pollMs: config.eventsPollMs }
   })
   if (config.retentionDays !== null) await fastify.register(retention, { retentionDays: config.retentionDays, store })
-  await fastify.register(metrics)
+  await fastify.register(metrics, { gather: options.gatherMetrics })
   // not `options` itself: a host's `prefix` in it is already this scope's
   await fastify.register(serviceRoutes, { config, docs: options.docs, metrics: options.metrics, page: options.page })
 }
@@ -168,7 +174,7 @@ export function serverOptions (config: Config, overrides: FastifyServerOptions =
  * only the owner of a server may choose, app-wide error handling (errors and unknown routes
  * answered like the service's own).
  */
-export async function buildApp (config: Config, overrides: FastifyServerOptions = {}, service: Pick<ImageDumpOptions, 'worker'> = {}): Promise<FastifyInstance> {
+export async function buildApp (config: Config, overrides: FastifyServerOptions = {}, service: Pick<ImageDumpOptions, 'worker' | 'gatherMetrics'> = {}): Promise<FastifyInstance> {
   const fastify = Fastify(serverOptions(config, overrides))
   // Node silently drops header fields past about 1000; keeping them all (the 16 KiB header
   // size still bounds them) lets a duplicated Authorization be seen wherever it is

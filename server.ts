@@ -1,6 +1,7 @@
 import cluster from 'node:cluster'
 import { pino } from 'pino'
 import { ConfigError, loadConfig, type Config } from './config.js'
+import { gatherWorkersMetrics, joinWorkersMetrics } from './lib/cluster-metrics.js'
 import { onSupervisorMessages, superviseWorkers } from './lib/worker-supervisor.js'
 
 // The process entry: read the configuration, start, and stop gracefully. With WORKERS > 1
@@ -41,8 +42,12 @@ async function prepareDatabase (config: Config, options: { releaseUnfinished: bo
 /** Serves, in this process: the single process (WORKERS=1), or one worker of several. */
 async function serve (config: Config): Promise<void> {
   const worker = cluster.isWorker && process.argv.includes(WORKER)
+  // first, so that the supervisor can ask this worker for its counts while it starts
+  const workerMetrics = worker ? joinWorkersMetrics() : undefined
   const [{ buildApp }, { default: closeWithGrace }] = await Promise.all([import('./app.js'), import('close-with-grace')])
-  const app = await buildApp(config, {}, { worker })
+  // a scrape of any worker answers with every worker's counts
+  const app = await buildApp(config, {}, { worker, gatherMetrics: workerMetrics?.gather })
+  if (workerMetrics !== undefined) workerMetrics.share(app.imageDumpMetrics.registry)
   if (worker) {
     onSupervisorMessages((instance) => {
       app.dumps.resumeDumpsOf(instance).then((resumed) => {
@@ -95,6 +100,7 @@ async function main (): Promise<void> {
   }
   if (cluster.isPrimary && config.workers > 1) {
     const log = pino({ level: config.logLevel })
+    gatherWorkersMetrics({ log })
     const args = process.argv.slice(2)
     process.exitCode = await superviseWorkers({ workers: config.workers, shutdownGraceMs: config.shutdownGraceMs, log, prepareArgs: [...args, PREPARE], workerArgs: [...args, WORKER] })
     return

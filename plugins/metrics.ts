@@ -9,6 +9,12 @@
  * What is counted comes from the other plugins' observers (dumps.observe,
  * imageFetcher.observe) and from the hooks `observeRoutes` puts on a scope of routes;
  * nothing else in the service knows about metrics.
+ *
+ * Each metric says how its samples are merged across workers (prom-client's `aggregator`,
+ * used when the supervisor gathers them: lib/cluster-metrics.ts): counters, histograms and
+ * the running dumps add up; what describes one process and is judged per process (the heap,
+ * which load shedding compares with each worker's limit; the event loop's delay) is the
+ * worst worker's; the resident memory adds up, as the machine has to hold it all.
  */
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import fp from 'fastify-plugin'
@@ -46,7 +52,16 @@ function loginOutcome (statusCode: number): string {
 const DOWNLOAD_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
 const REQUEST_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120]
 
-export function createMetrics (fastify: FastifyInstance) {
+export interface MetricsOptions {
+  /**
+   * Where a scrape's text comes from instead of this app's registry: the whole service's,
+   * gathered across the workers by their supervisor (lib/cluster-metrics.ts, set up by
+   * server.ts). It rejects when they cannot be gathered in time; the scrape is then 503.
+   */
+  gather?: () => Promise<string>
+}
+
+export function createMetrics (fastify: FastifyInstance, options: MetricsOptions = {}) {
   const registry = new Registry()
   const registers = [registry]
   const name = (suffix: string): string => `image_dump_${suffix}`
@@ -86,7 +101,9 @@ export function createMetrics (fastify: FastifyInstance) {
   const seconds = (nanoseconds: number): number => Number.isFinite(nanoseconds) ? nanoseconds / 1e9 : 0
   new Gauge({ // eslint-disable-line no-new -- the registry holds it
     name: name('event_loop_delay_seconds'),
-    help: 'Event-loop delay since the last scrape: median (percentile 50), 99th percentile, and the longest (percentile 100).',
+    // over workers, the latest worker's loop: an average would hide the one in trouble
+    aggregator: 'max',
+    help: 'Event-loop delay since the last scrape: median (percentile 50), 99th percentile, and the longest (percentile 100); over workers, the largest.',
     labelNames: ['percentile'],
     registers,
     collect () {
@@ -96,14 +113,17 @@ export function createMetrics (fastify: FastifyInstance) {
       loop.reset()
     }
   })
-  const gauge = (suffix: string, help: string, read: () => number) => new Gauge({
+  const gauge = (suffix: string, help: string, aggregator: 'max' | 'sum', read: () => number) => new Gauge({
     name: name(suffix),
     help,
+    aggregator,
     registers,
     collect () { this.set(read()) }
   })
-  gauge('heap_used_bytes', 'V8 heap in use.', () => process.memoryUsage().heapUsed)
-  gauge('resident_memory_bytes', 'Resident set size of the process.', () => process.memoryUsage.rss())
+  // the heap is each process's own, and load shedding judges each against its own limit:
+  // over workers, the fullest; the resident memory is what the machine holds: the total
+  gauge('heap_used_bytes', 'V8 heap in use (over workers, the largest).', 'max', () => process.memoryUsage().heapUsed)
+  gauge('resident_memory_bytes', 'Resident set size of the process (over workers, their total).', 'sum', () => process.memoryUsage.rss())
 
   const stopObserving = [
     fastify.dumps.observe({
@@ -124,6 +144,15 @@ export function createMetrics (fastify: FastifyInstance) {
 
   return {
     registry,
+
+    /** Whether a scrape is the whole service's, gathered across workers (and may then fail). */
+    gathered: options.gather !== undefined,
+
+    /** The text of a scrape: this app's registry, or the whole service's when gathered. */
+    async scrape (): Promise<{ contentType: string, text: string }> {
+      const text = options.gather === undefined ? await registry.metrics() : await options.gather()
+      return { contentType: registry.contentType, text }
+    },
 
     /** Counts the requests of `scope` (an encapsulated scope of routes): logins, quota refusals, answers. */
     observeRoutes (scope: FastifyInstance): void {
@@ -152,8 +181,8 @@ export function createMetrics (fastify: FastifyInstance) {
 
 export type Metrics = ReturnType<typeof createMetrics>
 
-async function metrics (fastify: FastifyInstance): Promise<void> {
-  const service = createMetrics(fastify)
+async function metrics (fastify: FastifyInstance, options: MetricsOptions): Promise<void> {
+  const service = createMetrics(fastify, options)
   fastify.decorate('imageDumpMetrics', service)
   fastify.addHook('onClose', async () => service.close())
 }

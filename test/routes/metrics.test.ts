@@ -2,10 +2,11 @@
  * GET /metrics: after logins, a dump with successes and every kind of failure from a real
  * origin, and a dump past the quota, each counter has moved by exactly what happened; the
  * series carry no user or URL; METRICS_TOKEN guards the scrape; two apps in one process
- * count apart, and prom-client's global registry is never used.
+ * count apart, and prom-client's global registry is never used; merged as the supervisor of
+ * workers merges them, counters add up and each process's heap and event-loop delay do not.
  */
 import t from 'tap'
-import { register as globalRegistry } from 'prom-client'
+import { AggregatorRegistry, register as globalRegistry, type MetricObjectWithValues, type MetricValue } from 'prom-client'
 import { buildTestApp, login, sampleUsers } from '../helpers/app.js'
 import { enginesUnderTest } from '../helpers/db.js'
 import { postDump } from '../helpers/dumps.js'
@@ -105,6 +106,30 @@ for (const engine of enginesUnderTest(t)) {
       t.equal(afterA.get(series('image_dump_images_total', { outcome: 'SUCCESS', error_code: '' })), 1, 'counted in A')
       t.same(delta(beforeB, await scrape(b.app), 'image_dump_images_total'), {}, 'not in B')
       t.equal(globalRegistry.getMetricsAsArray().length, 0, "prom-client's global registry holds nothing")
+    })
+
+    t.test('merged over processes (as with workers): counts and memory add up, the heap and the event-loop delay are the largest', async (t) => {
+      const a = await buildTestApp(t, engine)
+      const b = await buildTestApp(t, engine)
+      const token = await login(a.app, 'alice', 'gold-password')
+      t.equal((await postDump(a.app, token, 'json', [{ name: 'A', images: [origin.url('/png/7')] }])).statusCode, 200)
+      const tokenB = await login(b.app, 'bob', 'silver-password')
+      t.equal((await postDump(b.app, tokenB, 'json', [{ name: 'B', images: [origin.url('/png/8'), origin.url('/png/9')] }])).statusCode, 200)
+      // what each process sends its supervisor, and what the supervisor makes of them
+      const sent = [await a.app.imageDumpMetrics.registry.getMetricsAsJSON(), await b.app.imageDumpMetrics.registry.getMetricsAsJSON()]
+      const merged = parseMetrics(await AggregatorRegistry.aggregate(sent).metrics())
+      const value = (metrics: MetricObjectWithValues<MetricValue<string>>[], name: string, labels: Record<string, string> = {}): number =>
+        metrics.find((m) => m.name === name)!.values.find((v) => Object.entries(labels).every(([k, l]) => v.labels[k] === l))!.value
+      const [ofA, ofB] = sent as [typeof sent[0], typeof sent[0]]
+      const success = { outcome: 'SUCCESS', error_code: '' }
+      t.equal(merged.get(series('image_dump_images_total', success)), 3, 'images: 1 + 2')
+      t.equal(merged.get('image_dump_resident_memory_bytes'), value(ofA, 'image_dump_resident_memory_bytes') + value(ofB, 'image_dump_resident_memory_bytes'), 'resident memory: the total')
+      t.equal(merged.get('image_dump_heap_used_bytes'), Math.max(value(ofA, 'image_dump_heap_used_bytes'), value(ofB, 'image_dump_heap_used_bytes')), 'heap: the largest')
+      for (const percentile of ['50', '99', '100']) {
+        const of = (metrics: typeof ofA) => value(metrics, 'image_dump_event_loop_delay_seconds', { percentile })
+        t.equal(merged.get(series('image_dump_event_loop_delay_seconds', { percentile })), Math.max(of(ofA), of(ofB)), `event-loop delay, percentile ${percentile}: the largest`)
+      }
+      t.equal(merged.get(series('image_dump_http_request_duration_seconds_count', { method: 'POST', route: '/v1/dumps', status_code: '200' })), 2, 'a histogram: counts add up')
     })
   })
 }
