@@ -155,9 +155,11 @@ export function createFileWriterThread () {
   // close() calls waiting for every job to be answered
   let drainers: Array<() => void> = []
 
-  /** Tells close() once no job is left. */
+  /** Once no job is left: lets the process exit without the thread, and tells close(). */
   function settled (): void {
-    if (waiters.size > 0 || drainers.length === 0) return
+    if (waiters.size > 0) return
+    thread?.unref()
+    if (drainers.length === 0) return
     const waiting = drainers
     drainers = []
     for (const resolve of waiting) resolve()
@@ -166,8 +168,6 @@ export function createFileWriterThread () {
   function start (): Worker {
     // execArgv: none of the parent's flags or loaders (a profiler, tsx): this code needs none
     const started = new Worker(THREAD_SOURCE, { eval: true, execArgv: [], resourceLimits: { maxOldGenerationSizeMb: 16, maxYoungGenerationSizeMb: 2 } })
-    // it never keeps a process alive: a job in flight is awaited by its caller
-    started.unref()
     started.on('message', ({ done, failed }: Answer) => {
       for (const id of done) {
         const waiter = waiters.get(id)
@@ -192,6 +192,9 @@ export function createFileWriterThread () {
     }
     started.on('error', lost)
     started.on('exit', (code) => { lost(new Error(`exit code ${code}`)) })
+    // Idle, it keeps no process alive (flush refs it while jobs are out). After the
+    // listeners: adding a 'message' listener refs the thread's port again.
+    started.unref()
     return started
   }
 
@@ -216,6 +219,8 @@ export function createFileWriterThread () {
       thread ??= start()
       for (const id of ids) waiters.get(id)!.thread = thread
       thread.postMessage(batch, [batch.bytes])
+      // a job out keeps the process alive until it is answered, as an fs call would
+      thread.ref()
     } catch (err) {
       for (const id of ids) {
         waiters.get(id)?.reject(fsError('EIO', 'the file-writing thread could not take the job', err))

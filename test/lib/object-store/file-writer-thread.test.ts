@@ -1,9 +1,14 @@
+import { spawn } from 'node:child_process'
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import t, { type Test } from 'tap'
 import { createFileWriterThread } from '../../../lib/object-store/file-writer-thread.js'
+import { userEnv } from '../../helpers/command.js'
 import { filesUnder } from '../../helpers/dumps.js'
+
+const root = fileURLToPath(new URL('../../..', import.meta.url))
 
 async function folder (t: Test): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'file-writer-'))
@@ -87,4 +92,23 @@ t.test('remove takes files away in one job; a file already gone is no error, ano
   await mkdir(join(dir, 'folder.png'))
   const failure = await failureOf(writer.remove([join(dir, 'folder.png')]))
   t.ok(failure?.code === 'EISDIR' || failure?.code === 'EPERM', `a folder is not a file: ${failure?.code}`)
+})
+
+t.test('the thread keeps a process alive while a file is being written, and not once it is idle', async (t) => {
+  const dir = await folder(t)
+  // A child process starts writes without awaiting them and never closes the writer: it
+  // must write every file, then exit by itself.
+  const script = `
+    import { createFileWriterThread } from './lib/object-store/file-writer-thread.ts'
+    const writer = createFileWriterThread()
+    await writer.write(${JSON.stringify(join(dir, 'first.png'))}, [Buffer.from('first')], 5)
+    for (let i = 0; i < 20; i++) void writer.write(${JSON.stringify(dir)} + '/' + i + '.png', [Buffer.from('later')], 5)
+  `
+  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '--eval', script], { cwd: root, env: userEnv(), stdio: ['ignore', 'ignore', 'pipe'], timeout: 30_000 })
+  let stderr = ''
+  child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString() })
+  const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.once('close', (code, signal) => resolve([code, signal])))
+  t.equal(signal, null, 'the process was not killed after waiting for it to end')
+  t.equal(code, 0, `it exited by itself ${stderr}`)
+  t.equal((await filesUnder(dir)).length, 21, 'after writing every file, the ones not awaited too')
 })
