@@ -3,14 +3,16 @@
  * enough images in flight the answer comes after one origin delay plus overhead; a limit
  * below 200 (globally or per host) adds a whole delay per wave. Measured with the
  * defaults and with the count of 64 that was the default before the memory budget, on
- * each storage root, against `curl --parallel --parallel-max 64`.
+ * each storage root, against curl fetching every URL at once (`--parallel-max` = the
+ * number of images): what one wave costs on this machine, origin included, without the
+ * service's work.
  */
 import { rm } from 'node:fs/promises'
 import path from 'node:path'
 import { defaults } from '../../config.js'
 import { START_RESERVATION_BYTES } from '../../plugins/image-fetcher.js'
 import { alternate, assertAllSucceeded, range, withService, type Context, type Headline, type Section } from '../lib/context.js'
-import { CURL_PARALLEL_MAX, curlParallel } from '../lib/curl.js'
+import { curlParallel } from '../lib/curl.js'
 import { jsonBatch, type Service } from '../lib/service.js'
 import type { StorageRoot } from '../lib/storage.js'
 import { fmt, num, summarize, type Summary } from '../lib/stats.js'
@@ -69,7 +71,7 @@ export async function latency (ctx: Context): Promise<Section> {
           }
         } else if (ctx.curl !== null) {
           const outDir = path.join(ctx.tmp, `p2-curl-${run}`)
-          curlTimes.push((await curlParallel(ctx.curl, urls, outDir)).ms)
+          curlTimes.push((await curlParallel(ctx.curl, urls, outDir, count)).ms)
           await rm(outDir, { recursive: true, force: true })
           await rm(`${outDir}.curlrc`, { force: true })
         }
@@ -101,13 +103,13 @@ export async function latency (ctx: Context): Promise<Section> {
     body: [
       `- Origin: the Node test origin, \`/delay/${delayMs}/png/<n>\` (${count} distinct URLs, one host).`,
       '- Each setting has its own warm process (a warm-up dump of the same number of undelayed images first); every run measures each setting and curl, alternating which goes first. The ratio is curl time ÷ service time (above 1: the service answers sooner).',
-      ctx.curl === null ? `- Baseline skipped: ${ctx.curlSkipReason ?? 'curl not found'}.` : `- Baseline: curl --parallel --parallel-max ${CURL_PARALLEL_MAX} into ${ctx.storage[0]!.description}, as in P1.`,
+      ctx.curl === null ? `- Baseline skipped: ${ctx.curlSkipReason ?? 'curl not found'}.` : `- Baseline: curl --parallel --parallel-max ${count} (every URL at once, one wave like the service with its defaults) into ${ctx.storage[0]!.description}: what one wave of these answers costs on this machine with this origin, without the service's work.`,
       `- Goal: the answer within 1.1 × ${delayMs} ms = ${num(goalMs, 0)} ms. ⌈${count} ÷ min(DOWNLOAD_CONCURRENCY, DOWNLOAD_PER_HOST)⌉ waves × ${delayMs} ms is the floor (a request waiting for its answer reserves ${START_RESERVATION_BYTES / 1024} KiB of DOWNLOAD_MEMORY_BYTES, so the default budget lets ${Math.floor(defaults.downloadMemoryBytes / START_RESERVATION_BYTES)} wait at once).`,
       '',
       '| setting | storage | answer ms, median (min–max) | waves | goal |',
       '|---|---|---:|---:|---|',
       ...list.map((setting, i) => `| ${setting.label} | ${setting.root.description} | ${fmt(summaries[i]!, 0)} | ${waves(setting.slots)} | ${verdict(summaries[i]!)} |`),
-      ...(curl === undefined ? [] : [`| curl --parallel-max ${CURL_PARALLEL_MAX} | ${ctx.storage[0]!.description} | ${fmt(curl, 0)} | ${waves(CURL_PARALLEL_MAX)} | ${verdict(curl)} |`])
+      ...(curl === undefined ? [] : [`| curl --parallel-max ${count} | ${ctx.storage[0]!.description} | ${fmt(curl, 0)} | ${waves(count)} | ${verdict(curl)} |`])
     ]
   }
 }
