@@ -96,7 +96,9 @@ parentPort.on('message', (batch) => {
       failed.push([removal.id, (err && err.code) || 'EIO', String((err && err.message) || err)])
     }
   }
-  parentPort.postMessage({ done, failed })
+  // The buffer goes back to be dropped there: this thread allocates almost nothing, so its
+  // garbage collector would rarely run and let tens of MiB of written buffers pile up.
+  parentPort.postMessage({ done, failed, bytes: batch.bytes }, [batch.bytes])
 })
 `
 
@@ -131,6 +133,8 @@ interface Batch {
 interface Answer {
   done: number[]
   failed: Array<[number, string, string]>
+  /** the batch's buffer, handed back to be collected by this thread's collector */
+  bytes: ArrayBuffer
 }
 
 interface Waiter {
