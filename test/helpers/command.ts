@@ -36,3 +36,21 @@ export async function run (command: string, args: string[], options: RunOptions 
 export function userEnv (): NodeJS.ProcessEnv {
   return Object.fromEntries(Object.entries(process.env).filter(([name]) => !/^(tap_|_tapjs_|node_options$)/i.test(name)))
 }
+
+export interface ScriptResult {
+  code: number | null
+  signal: NodeJS.Signals | null
+  stderr: string
+}
+
+/**
+ * Runs `script` (an ES module in TypeScript, its imports relative to `cwd`) in a process of
+ * its own as a user would (userEnv), to its end or `timeoutMs`: for what only a whole process
+ * shows, such as whether it exits by itself.
+ */
+export async function runScript (script: string, cwd: string, timeoutMs = 30_000): Promise<ScriptResult> {
+  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '--eval', script], { cwd, env: userEnv(), stdio: ['ignore', 'ignore', 'pipe'], timeout: timeoutMs })
+  let stderr = ''
+  child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString() })
+  return await new Promise((resolve) => child.once('close', (code, signal) => resolve({ code, signal, stderr })))
+}

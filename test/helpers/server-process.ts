@@ -100,3 +100,22 @@ export async function startNodeProcess (args: string[], options: NodeProcessOpti
     }
   }
 }
+
+/** A line of a service's JSON log (pino). */
+export interface LogLine { pid: number, msg: string, [field: string]: unknown }
+
+/** The JSON lines a service process has logged so far. */
+export function parsed (server: ServerProcess): LogLine[] {
+  return server.logs.flatMap((line) => {
+    try {
+      return [JSON.parse(line) as LogLine]
+    } catch {
+      return []
+    }
+  })
+}
+
+/** The pid of each worker a supervisor started, by cluster worker id, from its log. */
+export function workerPids (server: ServerProcess): Map<number, number> {
+  return new Map(parsed(server).filter((l) => l.msg === 'worker started').map((l) => [Number(l.worker), Number(l.workerPid)]))
+}

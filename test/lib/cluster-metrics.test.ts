@@ -10,7 +10,7 @@ import { sha256Hex } from '../../lib/password.js'
 import { createTestDatabase, enginesUnderTest } from '../helpers/db.js'
 import { parseMetrics, series, type Scrape } from '../helpers/metrics.js'
 import { startOrigin } from '../helpers/origin.js'
-import { startServerProcess, type ServerProcess } from '../helpers/server-process.js'
+import { parsed, startServerProcess, workerPids, type ServerProcess } from '../helpers/server-process.js'
 import { sampleUsers } from '../helpers/users.js'
 
 // WORKERS=2: GET /metrics, whichever worker the connection lands on, answers with the whole
@@ -21,23 +21,6 @@ import { sampleUsers } from '../helpers/users.js'
 
 const origin = await startOrigin()
 t.teardown(() => origin.close())
-
-interface LogLine { pid: number, msg: string, [field: string]: unknown }
-
-function parsed (server: ServerProcess): LogLine[] {
-  return server.logs.flatMap((line) => {
-    try {
-      return [JSON.parse(line) as LogLine]
-    } catch {
-      return []
-    }
-  })
-}
-
-/** The pid of each worker the supervisor started, by cluster worker id, from its log. */
-function workerPids (server: ServerProcess): Map<number, number> {
-  return new Map(parsed(server).filter((l) => l.msg === 'worker started').map((l) => [Number(l.worker), Number(l.workerPid)]))
-}
 
 /** The pids of the workers that logged taking GET /metrics, one per scrape, in order. */
 function scrapedBy (server: ServerProcess): number[] {

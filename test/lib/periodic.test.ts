@@ -1,8 +1,7 @@
 import t from 'tap'
-import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { createPeriodic } from '../../lib/periodic.js'
-import { userEnv } from '../helpers/command.js'
+import { runScript } from '../helpers/command.js'
 
 const root = fileURLToPath(new URL('../..', import.meta.url))
 
@@ -133,10 +132,7 @@ t.test('no timer of a periodic keeps the process alive', async (t) => {
     createPeriodic({ everyMs: 1, onError, run: () => { clearTimeout(keepAlive) } }).start()
     createPeriodic({ everyMs: 3_600_000, onError, run: () => {} }).start()
   `
-  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '--eval', script], { cwd: root, env: userEnv(), stdio: ['ignore', 'ignore', 'pipe'], timeout: 30_000 })
-  let stderr = ''
-  child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString() })
-  const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.once('close', (code, signal) => resolve([code, signal])))
+  const { code, signal, stderr } = await runScript(script, root)
   t.equal(signal, null, 'the process was not killed after waiting for it to end')
   t.equal(code, 0, `it exited by itself ${stderr}`)
 })

@@ -9,7 +9,7 @@ import { workerInstance } from '../../lib/instance.js'
 import { sha256Hex } from '../../lib/password.js'
 import { createTestDatabase, enginesUnderTest } from '../helpers/db.js'
 import { startOrigin } from '../helpers/origin.js'
-import { startServerProcess, type ServerProcess } from '../helpers/server-process.js'
+import { parsed, startServerProcess, workerPids, type LogLine, type ServerProcess } from '../helpers/server-process.js'
 import { sampleUsers } from '../helpers/users.js'
 
 // WORKERS=2: the real service as `npm start` runs it on a two-core machine, a supervisor and
@@ -20,23 +20,6 @@ import { sampleUsers } from '../helpers/users.js'
 
 const origin = await startOrigin()
 t.teardown(() => origin.close())
-
-interface LogLine { pid: number, msg: string, [field: string]: unknown }
-
-function parsed (server: ServerProcess): LogLine[] {
-  return server.logs.flatMap((line) => {
-    try {
-      return [JSON.parse(line) as LogLine]
-    } catch {
-      return []
-    }
-  })
-}
-
-/** The pid of each worker the supervisor started, by cluster worker id, from its log. */
-function workerPids (server: ServerProcess): Map<number, number> {
-  return new Map(parsed(server).filter((l) => l.msg === 'worker started').map((l) => [Number(l.worker), Number(l.workerPid)]))
-}
 
 /** Polls the database until `done` holds (the service fills it by itself), with a deadline. */
 async function until<T> (what: string, read: () => Promise<T>, done: (value: T) => boolean): Promise<T> {

@@ -1,11 +1,10 @@
-import { spawn } from 'node:child_process'
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import t, { type Test } from 'tap'
 import { createFileWriterThread } from '../../../lib/object-store/file-writer-thread.js'
-import { userEnv } from '../../helpers/command.js'
+import { runScript } from '../../helpers/command.js'
 import { filesUnder } from '../../helpers/dumps.js'
 
 const root = fileURLToPath(new URL('../../..', import.meta.url))
@@ -104,10 +103,7 @@ t.test('the thread keeps a process alive while a file is being written, and not 
     await writer.write(${JSON.stringify(join(dir, 'first.png'))}, [Buffer.from('first')], 5)
     for (let i = 0; i < 20; i++) void writer.write(${JSON.stringify(dir)} + '/' + i + '.png', [Buffer.from('later')], 5)
   `
-  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '--eval', script], { cwd: root, env: userEnv(), stdio: ['ignore', 'ignore', 'pipe'], timeout: 30_000 })
-  let stderr = ''
-  child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString() })
-  const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.once('close', (code, signal) => resolve([code, signal])))
+  const { code, signal, stderr } = await runScript(script, root)
   t.equal(signal, null, 'the process was not killed after waiting for it to end')
   t.equal(code, 0, `it exited by itself ${stderr}`)
   t.equal((await filesUnder(dir)).length, 21, 'after writing every file, the ones not awaited too')
