@@ -2,7 +2,6 @@ import t from 'tap'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { Agent, request } from 'undici'
 import { connect } from '../../db/connect.js'
 import { workerInstance } from '../../lib/instance.js'
@@ -10,6 +9,7 @@ import { sha256Hex } from '../../lib/password.js'
 import { createTestDatabase, enginesUnderTest } from '../helpers/db.js'
 import { parseMetrics, series, type Scrape } from '../helpers/metrics.js'
 import { startOrigin } from '../helpers/origin.js'
+import { until } from '../helpers/until.js'
 import { parsed, startServerProcess, workerPids, type ServerProcess } from '../helpers/server-process.js'
 import { sampleUsers } from '../helpers/users.js'
 
@@ -25,17 +25,6 @@ t.teardown(() => origin.close())
 /** The pids of the workers that logged taking GET /metrics, one per scrape, in order. */
 function scrapedBy (server: ServerProcess): number[] {
   return parsed(server).filter((l) => l.msg === 'incoming request' && (l.req as { url: string }).url === '/metrics').map((l) => l.pid)
-}
-
-/** Polls until `done` holds (the service's log and database fill by themselves), with a deadline. */
-async function until<T> (what: string, read: () => Promise<T>, done: (value: T) => boolean): Promise<T> {
-  const deadline = Date.now() + 30_000
-  for (;;) {
-    const value = await read()
-    if (done(value)) return value
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(value)}`)
-    await sleep(20)
-  }
 }
 
 for (const engine of enginesUnderTest(t)) {

@@ -2,13 +2,13 @@ import t from 'tap'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { Agent, request } from 'undici'
 import { connect } from '../../db/connect.js'
 import { workerInstance } from '../../lib/instance.js'
 import { sha256Hex } from '../../lib/password.js'
 import { createTestDatabase, enginesUnderTest } from '../helpers/db.js'
 import { startOrigin } from '../helpers/origin.js'
+import { until } from '../helpers/until.js'
 import { parsed, startServerProcess, workerPids, type LogLine, type ServerProcess } from '../helpers/server-process.js'
 import { sampleUsers } from '../helpers/users.js'
 
@@ -20,17 +20,6 @@ import { sampleUsers } from '../helpers/users.js'
 
 const origin = await startOrigin()
 t.teardown(() => origin.close())
-
-/** Polls the database until `done` holds (the service fills it by itself), with a deadline. */
-async function until<T> (what: string, read: () => Promise<T>, done: (value: T) => boolean): Promise<T> {
-  const deadline = Date.now() + 30_000
-  for (;;) {
-    const value = await read()
-    if (done(value)) return value
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(value)}`)
-    await sleep(20)
-  }
-}
 
 for (const engine of enginesUnderTest(t)) {
   t.test(`${engine}: WORKERS=2`, async (t) => {
