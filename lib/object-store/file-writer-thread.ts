@@ -117,8 +117,9 @@ interface Removal {
 }
 
 /**
- * What goes to the thread for one event-loop turn: the files' bytes one after the other in
- * one buffer (moved, not copied), and plain arrays, cheaper to pass than an object per file.
+ * What goes to the thread for one event-loop turn: the files' bytes copied one after the
+ * other into one buffer, which is moved to the thread rather than cloned, and plain arrays,
+ * cheaper to pass than an object per file.
  */
 interface Batch {
   puts: number[]
@@ -133,7 +134,7 @@ interface Batch {
 interface Answer {
   done: number[]
   failed: Array<[number, string, string]>
-  /** the batch's buffer, handed back to be collected by this thread's collector */
+  /** the batch's buffer, handed back so that the event loop's collector frees it */
   bytes: ArrayBuffer
 }
 
