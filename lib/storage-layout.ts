@@ -11,7 +11,9 @@
  *
  * No other module builds a key of a dump.
  */
-import type { ObjectStore } from './object-store/contract.js'
+import path from 'node:path'
+import { UnsafeObjectKeyError, type ObjectStore } from './object-store/contract.js'
+import { checkObjectKey } from './object-store/keys.js'
 import { IMAGE_EXTENSIONS, contentTypeOfExtension } from './sniff.js'
 
 /** Where one image goes: a folder key (e.g. "1/42") and a name without extension (e.g. "7"). */
@@ -27,6 +29,23 @@ const isId = (n: number): boolean => Number.isSafeInteger(n) && n >= 0
 /** The key of an object of type `ext` written for `target`. */
 export function objectKey (target: StorageTarget, ext: string): string {
   return target.dir === '' ? `${target.name}.${ext}` : `${target.dir}/${target.name}.${ext}`
+}
+
+// A target's name is one key segment made by the server; this keeps out separators, "..", NUL and dotfiles.
+const SAFE_NAME = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$/
+
+/** A target checked and put in its plain form ("1/../2" is "2"); throws UnsafeObjectKeyError. */
+export function checkStorageTarget (target: StorageTarget): StorageTarget {
+  if (target === null || typeof target !== 'object' || typeof target.dir !== 'string' || typeof target.name !== 'string') {
+    throw new UnsafeObjectKeyError('invalid storage target')
+  }
+  if (!SAFE_NAME.test(target.name)) throw new UnsafeObjectKeyError('invalid storage file name')
+  const dir = target.dir === '' ? '' : path.posix.normalize(target.dir).replace(/\/$/, '')
+  if (dir === '..' || dir.startsWith('../') || dir.startsWith('/')) throw new UnsafeObjectKeyError('storage target is outside the storage directory')
+  const checked = { dir: dir === '.' ? '' : dir, name: target.name }
+  // the extension does not change whether a key is safe: one check before any download
+  checkObjectKey(objectKey(checked, 'png'))
+  return checked
 }
 
 /** Where image `imageId` of a dump is written. */

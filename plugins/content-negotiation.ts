@@ -15,6 +15,7 @@ import {
 } from './content-negotiation/media-types.js'
 import { DEFAULT_MAX_DEPTH } from './content-negotiation/xml-reader.js'
 import { serializeDocument } from './content-negotiation/xml-writer.js'
+import { positiveInteger } from '../lib/option-checks.js'
 
 export interface ContentNegotiationOptions extends BatchLimits {
   /** deepest XML element nesting accepted; 32 unless set */
@@ -42,18 +43,13 @@ function batchBodyOf (request: FastifyRequest): unknown {
   return request.body
 }
 
-function positiveInteger (name: string, value: unknown): number {
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1) {
-    throw new TypeError(`content-negotiation: ${name} must be a positive integer, got ${String(value)}`)
-  }
-  return value
-}
+const OWNER = 'content-negotiation'
 
 export function createNegotiation (options: ContentNegotiationOptions) {
   const limits = Object.freeze({
-    maxItems: positiveInteger('maxItems', options.maxItems),
-    maxImages: positiveInteger('maxImages', options.maxImages),
-    maxDepth: positiveInteger('maxDepth', options.maxDepth ?? DEFAULT_MAX_DEPTH)
+    maxItems: positiveInteger(OWNER, 'maxItems', options.maxItems),
+    maxImages: positiveInteger(OWNER, 'maxImages', options.maxImages),
+    maxDepth: positiveInteger(OWNER, 'maxDepth', options.maxDepth ?? DEFAULT_MAX_DEPTH)
   })
   // items > item > images > url: anything shallower cannot hold a batch
   if (limits.maxDepth < 4) throw new TypeError(`content-negotiation: maxDepth must be at least 4, got ${limits.maxDepth}`)

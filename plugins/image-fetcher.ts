@@ -47,11 +47,10 @@ import { FetchGroup } from '../lib/download/fetch-group.js'
 import { START_RESERVATION_BYTES, createReservingWriter } from '../lib/download/reserving-writer.js'
 import { hasValidators, type StoredBefore, type Validators } from '../lib/download/validators.js'
 import { createImageWriter } from '../lib/download/write-image.js'
-import path from 'node:path'
 import { UnsafeObjectKeyError } from '../lib/object-store/contract.js'
 import { storeFromOptions, type StoreOptions } from '../lib/object-store/from-options.js'
-import { checkObjectKey } from '../lib/object-store/keys.js'
-import { objectKey, type StorageTarget } from '../lib/storage-layout.js'
+import { checkStorageTarget, type StorageTarget } from '../lib/storage-layout.js'
+import { nonNegativeInteger, positiveInteger } from '../lib/option-checks.js'
 import type { ImageError } from '../schemas/dump.js'
 
 export type { StoredBefore } from '../lib/download/validators.js'
@@ -117,47 +116,18 @@ const DEFAULT_RETRIES = 2
 const DEFAULT_USER_AGENT = 'image-dump/0.1'
 export const DEFAULT_MEMORY_BYTES = 4 * 1024 * 1024
 
-function positiveInteger (name: string, value: unknown): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) {
-    throw new TypeError(`image fetcher: ${name} must be a positive integer, got ${String(value)}`)
-  }
-  return value
-}
-
-function nonNegativeInteger (name: string, value: unknown): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) {
-    throw new TypeError(`image fetcher: ${name} must be a non-negative integer, got ${String(value)}`)
-  }
-  return value
-}
-
-// A target's name is one key segment made by the server; this keeps out separators, "..", NUL and dotfiles.
-const SAFE_NAME = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$/
-
-/** A target checked and put in its plain form ("1/../2" is "2"); throws UnsafeObjectKeyError. */
-function checkTarget (target: FetchTarget): FetchTarget {
-  if (target === null || typeof target !== 'object' || typeof target.dir !== 'string' || typeof target.name !== 'string') {
-    throw new UnsafeObjectKeyError('invalid storage target')
-  }
-  if (!SAFE_NAME.test(target.name)) throw new UnsafeObjectKeyError('invalid storage file name')
-  const dir = target.dir === '' ? '' : path.posix.normalize(target.dir).replace(/\/$/, '')
-  if (dir === '..' || dir.startsWith('../') || dir.startsWith('/')) throw new UnsafeObjectKeyError('storage target is outside the storage directory')
-  const checked = { dir: dir === '.' ? '' : dir, name: target.name }
-  // the extension does not change whether a key is safe: one check before any download
-  checkObjectKey(objectKey(checked, 'png'))
-  return checked
-}
+const OWNER = 'image fetcher'
 
 export function createImageFetcher (options: ImageFetcherOptions) {
   const { store, owned } = storeFromOptions(options, 'image fetcher')
-  const timeoutMs = positiveInteger('timeoutMs', options.timeoutMs)
-  const maxImageBytes = positiveInteger('maxImageBytes', options.maxImageBytes)
-  const perHost = positiveInteger('perHost', options.perHost)
-  const maxRedirects = nonNegativeInteger('maxRedirects', options.maxRedirects ?? DEFAULT_MAX_REDIRECTS)
-  const retries = nonNegativeInteger('retries', options.retries ?? DEFAULT_RETRIES)
+  const timeoutMs = positiveInteger(OWNER, 'timeoutMs', options.timeoutMs)
+  const maxImageBytes = positiveInteger(OWNER, 'maxImageBytes', options.maxImageBytes)
+  const perHost = positiveInteger(OWNER, 'perHost', options.perHost)
+  const maxRedirects = nonNegativeInteger(OWNER, 'maxRedirects', options.maxRedirects ?? DEFAULT_MAX_REDIRECTS)
+  const retries = nonNegativeInteger(OWNER, 'retries', options.retries ?? DEFAULT_RETRIES)
   const budget = createByteBudget(
-    positiveInteger('memoryBytes', options.memoryBytes ?? DEFAULT_MEMORY_BYTES),
-    positiveInteger('concurrency', options.concurrency))
+    positiveInteger(OWNER, 'memoryBytes', options.memoryBytes ?? DEFAULT_MEMORY_BYTES),
+    positiveInteger(OWNER, 'concurrency', options.concurrency))
   const blocked = options.allowPrivateNetworks ? null : (options.blockedAddress ?? isBlockedAddress)
 
   // the lease of each download in flight, by its controller's signal
@@ -195,7 +165,7 @@ export function createImageFetcher (options: ImageFetcherOptions) {
 
   function resolveTarget (target: FetchTarget): FetchTarget {
     try {
-      return checkTarget(target)
+      return checkStorageTarget(target)
     } catch (err) {
       if (err instanceof UnsafeObjectKeyError) throw failure('IO', err.message)
       throw err
