@@ -1,11 +1,9 @@
 import t from 'tap'
-import { connect } from '../../db/connect.js'
-import { migrateToLatest } from '../../db/migrate.js'
 import { createDumpImages } from '../../db/dump-images.js'
 import { createRequests } from '../../db/requests.js'
 import { createStoredObjects } from '../../db/stored-objects.js'
 import type { ImageResult } from '../../schemas/dump.js'
-import { createTestDatabase, enginesUnderTest } from '../helpers/db.js'
+import { enginesUnderTest, migratedTestDatabase } from '../helpers/db.js'
 
 const done = { status: 'SUCCESS' as const, succeeded: 1, failed: 0 }
 const success = (imageId: number): ImageResult => ({
@@ -14,11 +12,7 @@ const success = (imageId: number): ImageResult => ({
 
 for (const engine of enginesUnderTest(t)) {
   t.test(`${engine}: the dump_images repository`, async (t) => {
-    const database = await createTestDatabase(engine)
-    t.teardown(database.drop)
-    const { db } = connect(database.url)
-    t.teardown(() => db.destroy())
-    await migrateToLatest(db)
+    const { db } = await migratedTestDatabase(t, engine)
     const dumpImages = createDumpImages(db, engine)
     const requests = createRequests(db, engine)
     const user = await db.insertInto('users').values({ username: 'u', plan: 'gold' }).executeTakeFirstOrThrow()

@@ -1,12 +1,10 @@
 import t from 'tap'
 import { createHash } from 'node:crypto'
-import { connect } from '../../db/connect.js'
-import { migrateToLatest } from '../../db/migrate.js'
 import { createDumpImages } from '../../db/dump-images.js'
 import { createStoredObjects } from '../../db/stored-objects.js'
 import { createUrlValidators, type ValidatorsEntry } from '../../db/url-validators.js'
 import type { ImageResult } from '../../schemas/dump.js'
-import { createTestDatabase, enginesUnderTest } from '../helpers/db.js'
+import { enginesUnderTest, migratedTestDatabase } from '../helpers/db.js'
 
 const DATE = 'Tue, 01 Dec 2026 10:00:00 GMT'
 // bytes of their own for each image of each dump
@@ -17,11 +15,7 @@ const success = (requestId: number, imageId: number, extra: Partial<ImageResult>
 
 for (const engine of enginesUnderTest(t)) {
   t.test(`${engine}: the url_validators repository`, async (t) => {
-    const database = await createTestDatabase(engine)
-    t.teardown(database.drop)
-    const { db } = connect(database.url)
-    t.teardown(() => db.destroy())
-    await migrateToLatest(db)
+    const { db } = await migratedTestDatabase(t, engine)
     const dumpImages = createDumpImages(db, engine)
     const validators = createUrlValidators(db, engine)
     const userOf = async (username: string): Promise<number> => Number((await db.insertInto('users').values({ username, plan: 'gold' }).executeTakeFirstOrThrow()).insertId)

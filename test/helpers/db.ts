@@ -3,7 +3,10 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { createConnection } from 'mysql2/promise'
-import type { Engine } from '../../db/schema.js'
+import type { Kysely } from 'kysely'
+import { connect } from '../../db/connect.js'
+import { migrateToLatest } from '../../db/migrate.js'
+import type { Database, Engine } from '../../db/schema.js'
 
 export interface TestDatabase {
   engine: Engine
@@ -42,4 +45,17 @@ export async function createTestDatabase (engine: Engine): Promise<TestDatabase>
       await conn.end()
     }
   }
+}
+
+/**
+ * A fresh database of `engine`, migrated to the latest schema, and a connection to it; the
+ * connection is closed and the database dropped when `t` ends.
+ */
+export async function migratedTestDatabase (t: { teardown: (fn: () => unknown) => void }, engine: Engine): Promise<{ db: Kysely<Database>, database: TestDatabase }> {
+  const database = await createTestDatabase(engine)
+  t.teardown(database.drop)
+  const { db } = connect(database.url)
+  t.teardown(() => db.destroy())
+  await migrateToLatest(db)
+  return { db, database }
 }

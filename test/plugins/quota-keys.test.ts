@@ -6,10 +6,8 @@
 import t from 'tap'
 import { randomUUID } from 'node:crypto'
 import { sql } from 'kysely'
-import { connect } from '../../db/connect.js'
-import { migrateToLatest } from '../../db/migrate.js'
 import { createQuotaService, type QuotaRecord } from '../../plugins/quota.js'
-import { createTestDatabase, enginesUnderTest } from '../helpers/db.js'
+import { enginesUnderTest, migratedTestDatabase } from '../helpers/db.js'
 
 const record = (key: string, digest = 1): QuotaRecord => ({
   dataformat: 'json',
@@ -19,11 +17,7 @@ const record = (key: string, digest = 1): QuotaRecord => ({
 
 for (const engine of enginesUnderTest(t)) {
   t.test(`${engine}: keyed admissions`, async (t) => {
-    const database = await createTestDatabase(engine)
-    t.teardown(database.drop)
-    const { db } = connect(database.url)
-    t.teardown(() => db.destroy())
-    await migrateToLatest(db)
+    const { db } = await migratedTestDatabase(t, engine)
     const quota = createQuotaService(db, engine, { plans: { bronze: 25 } })
     let users = 0
     const newUser = async (): Promise<number> =>
