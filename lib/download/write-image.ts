@@ -89,17 +89,21 @@ export function createImageWriter (store: ObjectStore, maxImageBytes: number) {
       header = createDimensionReader(found.ext)
       for (const seen of batch) header.push(seen)
     }
-    const object = async (): Promise<ObjectSink> => {
+    /** A store call whose failure is the image's IO outcome, unless the download was stopped meanwhile. */
+    const inStore = async <T>(call: () => Promise<T>): Promise<T> => {
       try {
-        // an image larger than one batch: its object is written as it arrives
-        creating ??= store.create(objectKey(target, type!.ext), { contentType: type!.contentType, signal })
-        sink ??= await creating
-        return sink
+        return await call()
       } catch (err) {
         if (signal.aborted) throw err
         throw storeFailure(err)
       }
     }
+    const object = async (): Promise<ObjectSink> => await inStore(async () => {
+      // an image larger than one batch: its object is written as it arrives
+      creating ??= store.create(objectKey(target, type!.ext), { contentType: type!.contentType, signal })
+      sink ??= await creating
+      return sink
+    })
     const flush = async (): Promise<void> => {
       const open = await object()
       try {
@@ -133,28 +137,20 @@ export function createImageWriter (store: ObjectStore, maxImageBytes: number) {
         start(type)
       }
       const dimensions = header!.finish()
+      const key = objectKey(target, type.ext)
       if (creating === undefined) {
         // every byte is in hand: the object is stored at once
         if (signal.aborted) throw signal.reason
-        try {
-          await store.put(objectKey(target, type.ext), batch, batchBytes, { contentType: type.contentType, signal })
-        } catch (err) {
-          if (signal.aborted) throw err
-          throw storeFailure(err)
-        }
+        const { contentType } = type
+        await inStore(async () => { await store.put(key, batch, batchBytes, { contentType, signal }) })
       } else {
         if (batchBytes > 0) await flush()
         const open = await object()
         // the deadline or close() may have struck while the last bytes were being written
         if (signal.aborted) throw signal.reason
-        try {
-          await open.commit()
-        } catch (err) {
-          if (signal.aborted) throw err
-          throw storeFailure(err)
-        }
+        await inStore(async () => { await open.commit() })
       }
-      return { path: objectKey(target, type.ext), contentType: type.contentType, bytes, sha256: hash.digest('hex'), ...dimensions }
+      return { path: key, contentType: type.contentType, bytes, sha256: hash.digest('hex'), ...dimensions }
     } catch (err) {
       abandon(body)
       if (creating !== undefined) {

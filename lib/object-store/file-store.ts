@@ -13,9 +13,10 @@
  *   own (file-writer-thread.ts): the same four calls, with one hand-off per batch of files
  *   instead of four per file through libuv's pool. Removals go the same way, one job each.
  * - An object written as it arrives (`create`: an image larger than one write batch) goes
- *   through the callback API (open, writev, close, rename): no FileHandle object and no promise-backed request per call, which used less
- *   CPU per image in most of our measurements (bench/micro/fs-calls.ts, BENCHMARKS.md). A
- *   descriptor is a plain number here, so a sink takes care to close it exactly once.
+ *   through the callback API (open, writev, close, rename): no FileHandle object and no
+ *   promise-backed request per call, which used less CPU per image in most of our
+ *   measurements (bench/micro/fs-calls.ts, BENCHMARKS.md). A descriptor is a plain number
+ *   here, so a sink takes care to close it exactly once.
  */
 import fs, { promises as fsp } from 'node:fs'
 import path from 'node:path'

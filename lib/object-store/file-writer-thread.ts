@@ -154,7 +154,6 @@ export function createFileWriterThread () {
   let thread: Worker | undefined
   let puts: Put[] = []
   let removals: Removal[] = []
-  let flushing = false
   let nextId = 1
   const waiters = new Map<number, Waiter>()
   // close() calls waiting for every job to be answered
@@ -204,7 +203,6 @@ export function createFileWriterThread () {
   }
 
   function flush (): void {
-    flushing = false
     const batch: Batch = { puts: [], files: [], ends: [], bytes: new ArrayBuffer(puts.reduce((sum, put) => sum + put.length, 0)), removals }
     const all = new Uint8Array(batch.bytes)
     let at = 0
@@ -238,10 +236,8 @@ export function createFileWriterThread () {
   /** A job's promise, sent with the others of this event-loop turn. */
   function enqueue (id: number): Promise<void> {
     const done = new Promise<void>((resolve, reject) => { waiters.set(id, { resolve, reject }) })
-    if (!flushing) {
-      flushing = true
-      setImmediate(flush)
-    }
+    // the turn's first job schedules the batch; the others join it
+    if (puts.length + removals.length === 1) setImmediate(flush)
     return done
   }
 
