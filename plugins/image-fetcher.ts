@@ -11,8 +11,9 @@
  * image-url.ts (which URLs), guarded-connector.ts (the SSRF guard), download.ts (redirects,
  * retries, the one deadline), write-image.ts (sniffing, hashing, limits, into an
  * ObjectSink), download-errors.ts (what each failure is called), byte-budget.ts and
- * reserving-writer.ts (how many downloads and how much memory), fetch-group.ts (stopping
- * a dump's downloads together); keys come from lib/storage-layout.ts.
+ * reserving-writer.ts (how many downloads and how much memory), start-pacer.ts (a few
+ * started per turn of the event loop), fetch-group.ts (stopping a dump's downloads
+ * together); keys come from lib/storage-layout.ts.
  *
  * Memory, not a slot count, is what limits downloads in flight (`memoryBytes`): a download
  * reserves START_RESERVATION_BYTES when it leaves the queue (a request waiting for its
@@ -47,6 +48,7 @@ import { FetchGroup } from '../lib/download/fetch-group.js'
 import { START_RESERVATION_BYTES, createReservingWriter } from '../lib/download/reserving-writer.js'
 import { hasValidators, type StoredBefore, type Validators } from '../lib/download/validators.js'
 import { createImageWriter } from '../lib/download/write-image.js'
+import { createStartPacer } from '../lib/download/start-pacer.js'
 import { UnsafeObjectKeyError } from '../lib/object-store/contract.js'
 import { storeFromOptions, type StoreOptions } from '../lib/object-store/from-options.js'
 import { checkStorageTarget, type StorageTarget } from '../lib/storage-layout.js'
@@ -130,6 +132,7 @@ export function createImageFetcher (options: ImageFetcherOptions) {
     positiveInteger(OWNER, 'concurrency', options.concurrency))
   const blocked = options.allowPrivateNetworks ? null : (options.blockedAddress ?? isBlockedAddress)
 
+  const pacer = createStartPacer()
   // the lease of each download in flight, by its controller's signal
   const { leases, writeImage: reserveThenWrite } = createReservingWriter(createImageWriter(store, maxImageBytes), maxImageBytes)
 
@@ -212,6 +215,8 @@ export function createImageFetcher (options: ImageFetcherOptions) {
       } catch {
         throw failure('INTERRUPTED', 'the service stopped before the download started')
       }
+      // a few per turn: the first requests leave while the others are still being set up
+      await pacer.turn()
       const controller = new AbortController()
       leases.set(controller.signal, lease)
       // close() or the group's abort() may have run while this waited for a slot

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto'
+import diagnostics from 'node:diagnostics_channel'
 import { mkdtemp, readdir, readFile, rm, writeFile, mkdir } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
@@ -13,6 +14,7 @@ import imageFetcherPlugin, {
   type ImageFetcher,
   type ImageFetcherOptions
 } from '../../plugins/image-fetcher.js'
+import { STARTS_PER_TURN } from '../../lib/download/start-pacer.js'
 import { SAMPLES, makeJpeg, makePng } from '../helpers/images.js'
 import { startOrigin, type Origin } from '../helpers/origin.js'
 
@@ -417,6 +419,32 @@ t.test('concurrency', async (t) => {
     t.equal(origin.requests, 12)
     t.ok(origin.maxInFlight <= 3, `never more than 3 in flight (saw ${origin.maxInFlight})`)
     t.ok(origin.maxInFlight >= 2, `downloads run in parallel (saw ${origin.maxInFlight})`)
+  })
+
+  t.test('a batch is started a few downloads per turn of the event loop: the first requests reach the origin before the last one is set up', async (t) => {
+    const h = await harness(t, { concurrency: 128, perHost: 128 })
+    const count = 128
+    // what the origin had received when undici created each request
+    const seenAtCreate: number[] = []
+    let turn = 0
+    let turning = true
+    const createdInTurn = new Map<number, number>()
+    const onCreate = (): void => {
+      seenAtCreate.push(origin.requests)
+      createdInTurn.set(turn, (createdInTurn.get(turn) ?? 0) + 1)
+    }
+    const tick = (): void => { turn++; if (turning) setImmediate(tick) }
+    setImmediate(tick)
+    diagnostics.subscribe('undici:request:create', onCreate)
+    t.teardown(() => { turning = false; diagnostics.unsubscribe('undici:request:create', onCreate) })
+    const key = `paced-${Date.now()}`
+    const outcomes = Array.from({ length: count }, (_, i) => h.fetch(`/held/${key}/png/${i}`, String(i)))
+    await origin.waitForRequests(count)
+    origin.release(key)
+    t.ok((await Promise.all(outcomes)).every((o) => o.status === 'SUCCESS'), 'all succeed')
+    t.equal(seenAtCreate.length, count, 'one request each')
+    t.ok(Math.max(...createdInTurn.values()) <= STARTS_PER_TURN, `at most ${STARTS_PER_TURN} set up in one turn (saw ${Math.max(...createdInTurn.values())})`)
+    t.ok(seenAtCreate.at(-1)! > 0, `the origin had ${seenAtCreate.at(-1)} requests when the last was set up`)
   })
 
   t.test('at most `perHost` connections to one origin', async (t) => {
