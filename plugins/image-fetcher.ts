@@ -219,7 +219,7 @@ export function createImageFetcher (options: ImageFetcherOptions) {
       await pacer.turn()
       const controller = new AbortController()
       leases.set(controller.signal, lease)
-      // close() or the group's abort() may have run while this waited for a slot
+      // close() or the group's abort() may have run while this waited for a slot or a turn
       if (stopped(group)) controller.abort(new Interrupted())
       else {
         inFlight.add(controller)

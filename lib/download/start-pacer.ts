@@ -6,8 +6,9 @@
  * meets them all at the end. Started a few per turn, the first requests leave while the
  * others are being set up, the answers come back spread over the same span, and the work
  * on them overlaps the wait. (P2, 200 images an origin answers after 500 ms: the answer
- * 20–50 ms sooner; P1 no slower. 8, 16, 32 and 64 per turn were measured: BENCHMARKS.md,
- * section 8.)
+ * 20–50 ms sooner; P1 no slower. 8, 16 and 32 per turn were measured: BENCHMARKS.md,
+ * section 8.) A lease in the memory budget is held while a start waits for its turn: the
+ * wait is a turn or a few, and the fetcher checks for a stop after it.
  *
  * In order: a start that has to wait goes after every start already waiting.
  */
