@@ -17,6 +17,7 @@ import imageFetcherPlugin, {
 import { STARTS_PER_TURN } from '../../lib/download/start-pacer.js'
 import { SAMPLES, makeJpeg, makePng } from '../helpers/images.js'
 import { startOrigin, type Origin } from '../helpers/origin.js'
+import { countTurns } from '../helpers/turns.js'
 
 // One origin for the whole file; each test resets its counters and gets its own storage dir.
 let origin: Origin
@@ -426,17 +427,14 @@ t.test('concurrency', async (t) => {
     const count = 128
     // what the origin had received when undici created each request
     const seenAtCreate: number[] = []
-    let turn = 0
-    let turning = true
+    const clock = countTurns()
     const createdInTurn = new Map<number, number>()
     const onCreate = (): void => {
       seenAtCreate.push(origin.requests)
-      createdInTurn.set(turn, (createdInTurn.get(turn) ?? 0) + 1)
+      createdInTurn.set(clock.turn, (createdInTurn.get(clock.turn) ?? 0) + 1)
     }
-    const tick = (): void => { turn++; if (turning) setImmediate(tick) }
-    setImmediate(tick)
     diagnostics.subscribe('undici:request:create', onCreate)
-    t.teardown(() => { turning = false; diagnostics.unsubscribe('undici:request:create', onCreate) })
+    t.teardown(() => { clock.stop(); diagnostics.unsubscribe('undici:request:create', onCreate) })
     const key = `paced-${Date.now()}`
     const outcomes = Array.from({ length: count }, (_, i) => h.fetch(`/held/${key}/png/${i}`, String(i)))
     await origin.waitForRequests(count)

@@ -1,20 +1,18 @@
 import t from 'tap'
 import { setImmediate as nextTurn } from 'node:timers/promises'
 import { createStartPacer } from '../../../lib/download/start-pacer.js'
+import { countTurns } from '../../helpers/turns.js'
 
 /** Calls `turn()` for `count` starts at once; records, per start, the turn of the event loop it was let through in. */
 async function startAll (perTurn: number, count: number): Promise<number[]> {
   const pacer = createStartPacer(perTurn)
-  let turn = 0
-  let counting = true
-  const count_ = (): void => { turn++; if (counting) setImmediate(count_) }
-  setImmediate(count_)
+  const clock = countTurns()
   const turns: number[] = []
   await Promise.all(Array.from({ length: count }, async (_, i) => {
     await pacer.turn()
-    turns[i] = turn
+    turns[i] = clock.turn
   }))
-  counting = false
+  clock.stop()
   return turns
 }
 
